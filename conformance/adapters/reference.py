@@ -1,0 +1,93 @@
+"""Target ``reference``: the suite's own float64 reference, through the adapter protocol.
+
+It must pass everything; it is also the worked example of an adapter (README "Adapter protocol").
+Select the profile with ``reference`` (mindformers) or ``reference-paper``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from conformance.protocol import Snapshot, TargetInfo
+from reference import front
+from reference.dtypes import round_to
+from reference.hyperparams import Hyperparameters
+from reference.optimizer import CameState
+
+ALL_OPTIONS = frozenset({"weight_decay", "scale_parameter", "relative_step", "warmup_init", "compression",
+                         "loss_scale", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore"})
+
+
+class _Hooks:
+    def parameter(self, value, name):
+        return front.Parameter(np.array(value, dtype=np.float64), name)
+
+    def tensor(self, value):
+        return np.asarray(value)
+
+    def schedule(self, lr):
+        return lr
+
+
+class Session:
+    """The reference keeps float64 internally; outputs are rounded to the session dtype."""
+
+    def __init__(self, optim: front._Front, dtype: str = "float64"):
+        self.optim, self.dtype = optim, dtype
+
+    def step(self, grads):
+        self.optim.step(grads)
+        if self.dtype != "float64":  # CAME-DTYPE-2: parameters are stored in their own dtype
+            self.optim._values = tuple(round_to(self.dtype, v) for v in self.optim._values)
+
+    def read(self) -> Snapshot:
+        state = self.optim.state
+        return Snapshot([v.copy() for v in self.optim._values],
+                        [{k: v.copy() for k, v in s.items()} for s in state.tensors], state.step)
+
+    def save(self) -> bytes:
+        snap = self.read()
+        import io
+        buf = io.BytesIO()
+        arrays = {f"p{i}": p for i, p in enumerate(snap.params)}
+        arrays.update({f"s{i}.{k}": v for i, s in enumerate(snap.state) for k, v in s.items()})
+        np.savez(buf, step=np.array(snap.step), **arrays)
+        return buf.getvalue()
+
+    def restore(self, blob: bytes) -> None:
+        import io
+        data = np.load(io.BytesIO(blob))
+        n = len(self.optim._values)
+        self.optim._values = tuple(data[f"p{i}"] for i in range(n))
+        tensors = tuple({k: data[f"s{i}.{k}"] for k in self.optim.state.tensors[i]} for i in range(n))
+        self.optim.state = CameState(int(data["step"]), tensors)
+
+
+class ReferenceAdapter:
+    def __init__(self, profile: str = "mindformers"):
+        self.profile = profile
+
+    def describe(self) -> TargetInfo:
+        return TargetInfo(name="reference" if self.profile == "mindformers" else "reference-paper",
+                          profile=self.profile, api=self.profile, versions={"numpy": np.__version__},
+                          dtypes=("float64", "float32", "float16", "bfloat16"), options=ALL_OPTIONS)
+
+    def native(self):
+        return _Hooks()
+
+    def open(self, hp: Hyperparameters, params, dtype, variant) -> Session:
+        optim = front.MindformersCame.__new__(front.MindformersCame)
+        optim.hp = hp
+        optim._start([front.Parameter(np.array(p, dtype=np.float64)) for p in params])
+        return Session(optim, dtype)
+
+    def construct(self, kwargs, variant) -> Session:
+        cls = front.MindformersCame if self.profile == "mindformers" else front.PaperCame
+        return Session(cls(**kwargs))
+
+
+def factory() -> ReferenceAdapter:
+    return ReferenceAdapter("mindformers")
+
+
+def paper_factory() -> ReferenceAdapter:
+    return ReferenceAdapter("paper")

@@ -1,0 +1,111 @@
+"""The adapter protocol: what the suite needs from a target optimizer (README "Adapter protocol").
+
+A target is a module attribute ``factory`` (or any ``module:callable``) that returns an
+``Adapter``.  The adapter runs in a worker process of its own (``conformance.worker``), so it may
+live in another Python environment, crash or hang without taking the run down.
+
+Everything crosses the process boundary as plain data: NumPy float64 arrays, ``Hyperparameters``
+JSON, and the argument encoding of ``conformance.arguments``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from reference.hyperparams import Hyperparameters
+
+#: Options a case may require; a target lists the ones it can express (CAME-OPT-*).
+OPTIONS = (
+    "weight_decay",      # CAME-STEP-11
+    "scale_parameter",   # CAME-OPT-1
+    "relative_step",     # CAME-OPT-2
+    "warmup_init",       # CAME-OPT-3
+    "compression",       # CAME-OPT-5
+    "loss_scale",        # CAME-OPT-4
+    "groups",            # CAME-GROUP-1
+    "lr_sequence",       # CAME-LR-3
+    "lr_schedule",       # CAME-LR-4
+    "rank0",             # CAME-STATE-3, 0-D parameters
+    "zero_size",         # CAME-ZERO-1
+    "save_restore",      # save and resume mid-trajectory
+)
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What a target declares about itself; the report prints it."""
+
+    name: str
+    profile: str  # "paper" or "mindformers": which canonical defaults and β2 rule it implements
+    api: str  # "paper" or "mindformers": whose documented constructor it exposes (error contract)
+    versions: dict[str, str]
+    dtypes: tuple[str, ...]  # parameter dtypes it supports, from reference.dtypes.DTYPES
+    variants: tuple[str, ...] = ("default",)  # execution paths, each run as its own column
+    options: frozenset[str] = field(default_factory=frozenset)
+    # State tensors the target keeps at a dtype other than the parameter's, by dtype; "float32"
+    # means "float32 whatever the parameter dtype" (e.g. upcast state for half parameters).
+    state_dtype: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Snapshot:
+    """Parameters and every state tensor, by spec names, as exact float64 copies."""
+
+    params: list[np.ndarray]
+    state: list[dict[str, np.ndarray]]
+    step: int | None = None  # the target's step counter, if it exposes one
+
+
+class Session(Protocol):
+    def step(self, grads: list[np.ndarray]) -> None:
+        """One optimizer step with these gradients (float64 values exact in the session's dtype).
+
+        For step-phase error cases the gradients may be wrong on purpose (count, shape, dtype);
+        convert them faithfully and let the target raise.
+        """
+
+    def read(self) -> Snapshot:
+        """Parameters and state after the last step, by the spec's state names (CAME-STATE-2/3)."""
+
+    def save(self) -> bytes:  # optional, with option "save_restore"
+        """The target's own serialised state (its checkpoint format)."""
+
+    def restore(self, blob: bytes) -> None:  # optional, with option "save_restore"
+        """Load what ``save`` returned into this freshly opened session."""
+
+
+class Adapter(Protocol):
+    def describe(self) -> TargetInfo: ...
+
+    def open(self, hp: Hyperparameters, params: list[np.ndarray], dtype: str, variant: str) -> Session:
+        """Build the optimizer from canonical hyperparameters, for numerical cases.
+
+        ``params`` are float64 arrays whose values are exact in ``dtype``; the target makes its
+        parameters of that dtype.  Raise ``NotApplicable`` for what it cannot express.
+        """
+
+    def construct(self, kwargs: dict, variant: str) -> Session:
+        """Call the target's documented constructor with these decoded keyword arguments.
+
+        ``kwargs`` come from ``conformance.arguments.decode`` with this adapter's ``native``
+        hooks, in the documented argument names of ``describe().api``.  Errors propagate.
+        """
+
+    def native(self) -> "NativeHooks": ...
+
+
+class NativeHooks(Protocol):
+    """How the argument decoder makes the target's own objects."""
+
+    def parameter(self, value: np.ndarray, name: str): ...
+
+    def tensor(self, value: np.ndarray): ...
+
+    def schedule(self, lr) -> object:
+        """A schedule object of the target for a ``LearningRate`` of kind ``schedule``."""
+
+
+class NotApplicable(Exception):
+    """The target cannot express this case (an option, a dtype, a variant): reported as N/A."""

@@ -1,0 +1,239 @@
+"""The documented constructors, with the spec's validation (spec/came.md §6).
+
+``MindformersCame`` mirrors ``mindformers.core.Came``'s signature and ``PaperCame`` the
+official ``came_pytorch.CAME``'s.  Both validate every argument by the error contract in
+``reference.contract`` (messages name the argument, the rule and the clause), build the
+canonical ``Hyperparameters`` and then step with ``reference.optimizer``.  This module is the
+oracle for error behaviour, as ``reference.step`` is for numbers.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from reference import optimizer
+from reference.hyperparams import Group, Hyperparameters, LearningRate
+
+
+@dataclass
+class Parameter:
+    """A named parameter; the reference's counterpart of a framework's Parameter."""
+
+    value: np.ndarray
+    name: str = ""
+
+
+def _fail(exc: type, argument: str, rule: str, value: Any, clause: str) -> None:
+    raise exc(f"{argument}: {rule}, got {value!r} [{clause}]")
+
+
+def check_float(argument: str, value: Any, clause: str) -> float:
+    """A Python float (numpy.float64 is one); int and bool are not (CAME-ERRATUM-3)."""
+    if not isinstance(value, float):
+        _fail(TypeError, argument, "must be a float", value, clause)
+    return float(value)
+
+
+def check_number(argument: str, value: Any, clause: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(TypeError, argument, "must be an int or a float", value, clause)
+    return float(value)
+
+
+def check_unit_interval(argument: str, value: float, clause: str) -> float:
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        _fail(ValueError, argument, "must be in [0.0, 1.0]", value, clause)
+    return value
+
+
+def check_positive_finite(argument: str, value: float, clause: str) -> float:
+    if not (value > 0.0 and math.isfinite(value)):
+        _fail(ValueError, argument, "must be finite and > 0", value, clause)
+    return value
+
+
+def check_nonnegative_finite(argument: str, value: float, clause: str) -> float:
+    if not (value >= 0.0 and math.isfinite(value)):
+        _fail(ValueError, argument, "must be finite and >= 0", value, clause)
+    return value
+
+
+def check_bool(argument: str, value: Any, clause: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        _fail(TypeError, argument, "must be a bool", value, clause)
+    return bool(value)
+
+
+def check_eps(value: Any, length: int) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)):
+        _fail(TypeError, "eps", "must be a list or tuple of floats", value, "CAME-ERR-4")
+    if len(value) != length:
+        _fail(ValueError, "eps", f"must have {length} values", value, "CAME-ERR-9")
+    out = tuple(check_float(f"eps[{i}]", e, "CAME-ERR-4") for i, e in enumerate(value))
+    for i, e in enumerate(out):
+        check_positive_finite(f"eps[{i}]", e, "CAME-ERR-8")
+    return out
+
+
+def check_learning_rate(argument: str, value: Any, type_clause: str, value_clause: str) -> LearningRate:
+    """CAME-LR-1: number, 0-D/1-D array, iterable of numbers, or a named schedule."""
+    if isinstance(value, LearningRate):
+        lr = value
+    elif isinstance(value, bool) or value is None or isinstance(value, (str, bytes, dict)):
+        _fail(TypeError, argument, "must be an int, float, tensor, iterable of numbers or schedule", value,
+              type_clause)
+    elif isinstance(value, (int, float)):
+        lr = LearningRate.constant(float(value))
+    elif isinstance(value, np.ndarray) and value.ndim == 0:
+        lr = LearningRate.constant(float(value))
+    elif isinstance(value, (np.ndarray, Iterable)):
+        items = list(value.ravel()) if isinstance(value, np.ndarray) and value.ndim == 1 else list(value) \
+            if not isinstance(value, np.ndarray) else None
+        if items is None or not items or any(isinstance(v, bool) or not isinstance(v, (int, float, np.floating))
+                                            for v in items):
+            _fail(TypeError, argument, "must be an int, float, tensor, iterable of numbers or schedule", value,
+                  type_clause)
+        lr = LearningRate.sequence(float(v) for v in items)
+    else:
+        _fail(TypeError, argument, "must be an int, float, tensor, iterable of numbers or schedule", value,
+              type_clause)
+    values = (lr.value,) if lr.kind == "constant" else lr.values if lr.kind == "sequence" else \
+        tuple(v for _, v in lr.params)
+    for v in values:
+        check_nonnegative_finite(argument, v, value_clause)
+    return lr
+
+
+def _collect(params: Any, paper: bool) -> tuple[list[Parameter], list[dict]]:
+    """CAME-ERR-2, CAME-ERR-17 and CAME-GROUP-1: flatten params and groups."""
+    if not isinstance(params, (list, tuple)):
+        _fail(TypeError, "params", "must be a list of parameters or of group dicts", params, "CAME-ERR-2")
+    flat: list[Parameter] = []
+    groups: list[dict] = []
+    for item in params:
+        if isinstance(item, Parameter):
+            flat.append(item)
+        elif isinstance(item, dict):
+            if "order_params" in item and not paper:
+                continue  # CAME-GROUP-2: order only
+            members = item.get("params")
+            if not isinstance(members, (list, tuple)) or not all(isinstance(p, Parameter) for p in members):
+                _fail(TypeError, "params", "a group's 'params' must be a list of parameters", members, "CAME-ERR-2")
+            if not members:
+                _fail(ValueError, "params", "a group must hold at least one parameter", item, "CAME-ERR-17")
+            groups.append(item)
+            flat.extend(members)
+        else:
+            _fail(TypeError, "params", "every element must be a parameter or a group dict", item, "CAME-ERR-2")
+    if not flat:
+        _fail(ValueError, "params", "must hold at least one parameter", params, "CAME-ERR-17")
+    return flat, groups
+
+
+class _Front:
+    """Shared stepping and read-back of the two fronts (CAME-STATE-5)."""
+
+    params: list[Parameter]
+    hp: Hyperparameters
+
+    def _start(self, params: list[Parameter]) -> None:
+        self.params = params
+        self._values = tuple(np.array(p.value, dtype=np.float64) for p in params)
+        self.state = optimizer.init(self._values, self.hp)
+
+    def step(self, gradients) -> bool:
+        result = optimizer.update(gradients, self.state, self._values, self.hp)
+        self._values, self.state = result.params, result.state
+        for p, v in zip(self.params, self._values):
+            p.value = v.copy()
+        self.last_traces = result.traces
+        return True
+
+    __call__ = step
+
+    def parameters(self) -> tuple[np.ndarray, ...]:
+        return self._values
+
+
+class MindformersCame(_Front):
+    """``mindformers.core.Came``'s documented constructor (CAME-HP-3, CAME-ERR-*)."""
+
+    def __init__(self, params, learning_rate=None, eps=(1e-30, 1e-3, 1e-16), clip_threshold=1.0,
+                 decay_rate=0.8, beta1=0.9, beta3=0.99, weight_decay=0.0, scale_parameter=False,
+                 relative_step=False, warmup_init=False, compression=False, loss_scale=1):
+        flat, groups = _collect(params, paper=False)
+        eps1, eps_scale, eps_insta = check_eps(eps, 3)
+        clip = check_positive_finite("clip_threshold", check_float("clip_threshold", clip_threshold, "CAME-ERR-11"),
+                                     "CAME-ERR-12")
+        unit = {}
+        for name, value in (("decay_rate", decay_rate), ("beta1", beta1), ("beta3", beta3),
+                            ("weight_decay", weight_decay)):
+            unit[name] = check_unit_interval(name, check_float(name, value, "CAME-ERR-3"), "CAME-ERR-10")
+        flags = {name: check_bool(name, value, "CAME-ERR-13") for name, value in (
+            ("scale_parameter", scale_parameter), ("relative_step", relative_step),
+            ("warmup_init", warmup_init), ("compression", compression))}
+        scale = check_positive_finite("loss_scale", check_number("loss_scale", loss_scale, "CAME-ERR-5"),
+                                      "CAME-ERR-7")
+        if flags["relative_step"]:
+            if learning_rate is not None:
+                _fail(ValueError, "learning_rate", "must be None when relative_step is True", learning_rate,
+                      "CAME-ERR-15")
+            lr = None
+        else:
+            if learning_rate is None:
+                _fail(ValueError, "learning_rate", "is required unless relative_step is True", None, "CAME-ERR-15")
+            lr = check_learning_rate("learning_rate", learning_rate, "CAME-ERR-1", "CAME-ERR-14")
+        if flags["warmup_init"] and not flags["relative_step"]:
+            _fail(ValueError, "warmup_init", "requires relative_step=True", warmup_init, "CAME-ERR-16")
+        index = {id(p): i for i, p in enumerate(flat)}
+        hp_groups = []
+        for g in groups:
+            g_lr = check_learning_rate("lr", g["lr"], "CAME-ERR-1", "CAME-ERR-14") if "lr" in g else None
+            g_wd = check_unit_interval("weight_decay", check_float("weight_decay", g["weight_decay"], "CAME-ERR-3"),
+                                       "CAME-ERR-10") if "weight_decay" in g else None
+            hp_groups.append(Group(tuple(index[id(p)] for p in g["params"]), g_lr, g_wd))
+        self.hp = Hyperparameters.defaults(
+            "mindformers", learning_rate=lr, eps1=eps1, eps_scale=eps_scale, eps_insta=eps_insta,
+            clip_threshold=clip, loss_scale=scale, groups=tuple(hp_groups), **unit, **flags)
+        self._start(flat)
+
+
+class PaperCame(_Front):
+    """The official ``came_pytorch.CAME`` constructor (CAME-HP-2, CAME-ERR-*)."""
+
+    def __init__(self, params, lr=None, eps=(1e-30, 1e-16), clip_threshold=1.0, betas=(0.9, 0.999, 0.9999),
+                 weight_decay=0.0):
+        flat, groups = _collect(params, paper=True)
+        eps1, eps_insta = check_eps(eps, 2)
+        clip = check_positive_finite("clip_threshold", check_float("clip_threshold", clip_threshold, "CAME-ERR-11"),
+                                     "CAME-ERR-12")
+        if not isinstance(betas, (list, tuple)):
+            _fail(TypeError, "betas", "must be a tuple of 3 floats", betas, "CAME-ERR-20")
+        if len(betas) != 3:
+            _fail(ValueError, "betas", "must have 3 values", betas, "CAME-ERR-21")
+        b1, b2, b3 = (check_unit_interval(f"betas[{i}]", check_float(f"betas[{i}]", b, "CAME-ERR-20"),
+                                          "CAME-ERR-21") for i, b in enumerate(betas))
+        lr = self._lr(lr)
+        wd = self._weight_decay(weight_decay)
+        index = {id(p): i for i, p in enumerate(flat)}
+        hp_groups = tuple(Group(tuple(index[id(p)] for p in g["params"]),
+                                LearningRate.constant(self._lr(g["lr"])) if "lr" in g else None,
+                                self._weight_decay(g["weight_decay"]) if "weight_decay" in g else None)
+                          for g in groups)
+        self.hp = Hyperparameters.defaults("paper", learning_rate=LearningRate.constant(lr), eps1=eps1,
+                                           eps_insta=eps_insta, clip_threshold=clip, beta1=b1, beta2=b2, beta3=b3,
+                                           weight_decay=wd, groups=hp_groups)
+        self._start(flat)
+
+    @staticmethod
+    def _lr(value) -> float:
+        return check_nonnegative_finite("lr", check_number("lr", value, "CAME-ERR-18"), "CAME-ERR-19")
+
+    @staticmethod
+    def _weight_decay(value) -> float:
+        return check_nonnegative_finite("weight_decay", check_float("weight_decay", value, "CAME-ERR-22"),
+                                        "CAME-ERR-23")

@@ -1,0 +1,176 @@
+"""Canonical hyperparameters, the two profiles, and the per-step rules (spec/came.md §2, §5).
+
+``Hyperparameters`` is the one description of a CAME run that every part of the suite
+shares: the reference, the fixtures and every target adapter are given it.  The rules that
+turn it into the ``StepHyper`` of step t (β2_t, η_t) live here too.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from reference.step import StepHyper
+
+PROFILES = ("paper", "mindformers")
+
+
+@dataclass(frozen=True)
+class LearningRate:
+    """CAME-LR-1: a learning rate is a constant, a per-step sequence, or a named schedule.
+
+    ``kind`` is ``"constant"`` (``value``), ``"sequence"`` (``values[k]`` at 0-based step k)
+    or ``"schedule"`` with ``schedule`` one of ``SCHEDULES`` and its ``params``.
+    """
+
+    kind: str
+    value: float = 0.0
+    values: tuple[float, ...] = ()
+    schedule: str = ""
+    params: tuple[tuple[str, float], ...] = ()
+
+    @staticmethod
+    def constant(value: float) -> "LearningRate":
+        return LearningRate("constant", value=float(value))
+
+    @staticmethod
+    def sequence(values) -> "LearningRate":
+        return LearningRate("sequence", values=tuple(float(v) for v in values))
+
+    @staticmethod
+    def exponential(base: float, gamma: float) -> "LearningRate":
+        return LearningRate("schedule", schedule="exponential", params=(("base", float(base)), ("gamma", float(gamma))))
+
+    @staticmethod
+    def warmup_linear(base: float, warmup_steps: int) -> "LearningRate":
+        return LearningRate("schedule", schedule="warmup_linear",
+                            params=(("base", float(base)), ("warmup_steps", float(warmup_steps))))
+
+    def at(self, k: int) -> float:
+        """η at 0-based step index k = t − 1 (CAME-LR-2, CAME-LR-3, CAME-LR-4)."""
+        if self.kind == "constant":
+            return self.value
+        if self.kind == "sequence":
+            if k >= len(self.values):
+                raise ValueError(f"learning_rate: the sequence has {len(self.values)} values but step {k + 1} "
+                                 f"was taken; a sequence must cover every step [CAME-LR-3]")
+            return self.values[k]
+        p = dict(self.params)
+        return SCHEDULES[self.schedule](p, k)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.kind == "constant":
+            return {"kind": "constant", "value": self.value}
+        if self.kind == "sequence":
+            return {"kind": "sequence", "values": list(self.values)}
+        return {"kind": "schedule", "schedule": self.schedule, "params": dict(self.params)}
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> "LearningRate":
+        if obj["kind"] == "constant":
+            return LearningRate.constant(obj["value"])
+        if obj["kind"] == "sequence":
+            return LearningRate.sequence(obj["values"])
+        return LearningRate("schedule", schedule=obj["schedule"],
+                            params=tuple(sorted((k, float(v)) for k, v in obj["params"].items())))
+
+
+#: CAME-LR-4: the named schedules, as functions of the 0-based step index k.
+SCHEDULES = {
+    "exponential": lambda p, k: p["base"] * p["gamma"] ** k,
+    "warmup_linear": lambda p, k: p["base"] * min(1.0, (k + 1) / p["warmup_steps"]),
+}
+
+
+@dataclass(frozen=True)
+class Group:
+    """CAME-GROUP-1: a parameter group: indices into the parameter list, and overrides."""
+
+    params: tuple[int, ...]
+    learning_rate: LearningRate | None = None
+    weight_decay: float | None = None
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """The canonical description of a CAME configuration (CAME-HP-1 … CAME-HP-4)."""
+
+    profile: str
+    learning_rate: LearningRate | None
+    eps1: float
+    eps_insta: float
+    clip_threshold: float
+    beta1: float
+    beta3: float
+    weight_decay: float = 0.0
+    beta2: float | None = None  # paper profile: constant β2 (CAME-BETA2-1)
+    decay_rate: float | None = None  # mindformers profile: β2_t = 1 − t^(−decay_rate) (CAME-BETA2-2)
+    eps_scale: float = 1e-3
+    scale_parameter: bool = False
+    relative_step: bool = False
+    warmup_init: bool = False
+    compression: bool = False
+    loss_scale: float = 1.0
+    groups: tuple[Group, ...] = field(default=())
+
+    @staticmethod
+    def defaults(profile: str, **overrides) -> "Hyperparameters":
+        """CAME-HP-2 (paper) / CAME-HP-3 (mindformers): each profile's defaults."""
+        if profile == "paper":
+            base = Hyperparameters("paper", LearningRate.constant(1e-3), eps1=1e-30, eps_insta=1e-16,
+                                   clip_threshold=1.0, beta1=0.9, beta2=0.999, beta3=0.9999)
+        elif profile == "mindformers":
+            base = Hyperparameters("mindformers", LearningRate.constant(1e-3), eps1=1e-30, eps_insta=1e-16,
+                                   eps_scale=1e-3, clip_threshold=1.0, beta1=0.9, decay_rate=0.8, beta3=0.99)
+        else:
+            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+        return replace(base, **overrides)
+
+    def beta2_at(self, t: int) -> float:
+        """β2_t (CAME-BETA2-1, CAME-BETA2-2)."""
+        if self.profile == "paper":
+            return self.beta2
+        return 1.0 - t ** (-self.decay_rate)
+
+    def group_of(self, index: int) -> Group | None:
+        for group in self.groups:
+            if index in group.params:
+                return group
+        return None
+
+    def lr_at(self, t: int, theta_group: Group | None = None) -> float:
+        """η_t before scale_parameter (CAME-LR-2 … CAME-LR-5)."""
+        if self.relative_step:  # CAME-LR-5: Adafactor's relative step size
+            ceiling = 1e-6 * t if self.warmup_init else 1e-2
+            return min(ceiling, 1.0 / math.sqrt(t))
+        lr = theta_group.learning_rate if theta_group and theta_group.learning_rate is not None else self.learning_rate
+        return lr.at(t - 1)
+
+    def step_hyper(self, t: int, index: int) -> StepHyper:
+        """Resolve the hyperparameters of parameter ``index`` at step t (1-based)."""
+        group = self.group_of(index)
+        weight_decay = group.weight_decay if group and group.weight_decay is not None else self.weight_decay
+        return StepHyper(lr=self.lr_at(t, group), beta1=self.beta1, beta2=self.beta2_at(t), beta3=self.beta3,
+                         eps1=self.eps1, eps_insta=self.eps_insta, clip_threshold=self.clip_threshold,
+                         weight_decay=weight_decay, eps_scale=self.eps_scale if self.scale_parameter else None,
+                         loss_scale=self.loss_scale, compression=self.compression)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("learning_rate", "groups")}
+        out["learning_rate"] = self.learning_rate.to_json() if self.learning_rate else None
+        out["groups"] = [{"params": list(g.params),
+                          "learning_rate": g.learning_rate.to_json() if g.learning_rate else None,
+                          "weight_decay": g.weight_decay} for g in self.groups]
+        return out
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> "Hyperparameters":
+        fields = dict(obj)
+        lr = fields.pop("learning_rate")
+        groups = fields.pop("groups", [])
+        return Hyperparameters(
+            learning_rate=LearningRate.from_json(lr) if lr else None,
+            groups=tuple(Group(tuple(g["params"]),
+                               LearningRate.from_json(g["learning_rate"]) if g["learning_rate"] else None,
+                               g["weight_decay"]) for g in groups),
+            **fields)

@@ -1,0 +1,164 @@
+"""One CAME step for one parameter, as a pure float64 function (spec/came.md §4).
+
+State in, state out, nothing hidden: ``step(theta, grad, state, hp)`` returns the new
+parameter, the new state and a trace of every intermediate the spec names, so a
+comparator can say which quantity diverged first.  The caller's arrays are never
+modified.  Every line cites the spec clause it implements.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+F64 = np.float64
+
+#: State tensors of a factored parameter (ndim >= 2), in spec order (CAME-STATE-2).
+FACTORED_STATE = ("exp_avg", "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_insta_row", "exp_avg_insta_col")
+#: State tensors of an unfactored parameter (ndim <= 1) (CAME-STATE-3).
+VECTOR_STATE = ("exp_avg", "exp_avg_sq")
+
+#: The spec clause that defines each state tensor and each traced intermediate.
+DEFINING_CLAUSE = {
+    "grad": "CAME-STEP-1",
+    "grad_sq": "CAME-STEP-2",
+    "exp_avg_sq_row": "CAME-STEP-3",
+    "exp_avg_sq_col": "CAME-STEP-3",
+    "exp_avg_sq": "CAME-STEP-3V",
+    "update": "CAME-STEP-4",
+    "update_rms": "CAME-STEP-5",
+    "clip_divisor": "CAME-STEP-5",
+    "update_clipped": "CAME-STEP-5",
+    "exp_avg": "CAME-STEP-6",
+    "instability": "CAME-STEP-7",
+    "exp_avg_insta_row": "CAME-STEP-8",
+    "exp_avg_insta_col": "CAME-STEP-8",
+    "confidence": "CAME-STEP-9",
+    "direction": "CAME-STEP-9",
+    "lr_effective": "CAME-STEP-10",
+    "theta_decayed": "CAME-STEP-11",
+    "theta": "CAME-STEP-12",
+}
+
+
+@dataclass(frozen=True)
+class StepHyper:
+    """Hyperparameters of one step of one parameter, already resolved for step t.
+
+    ``lr`` is η_t after the learning-rate rule (CAME-LR-*), ``beta2`` is β2_t after the
+    profile's β2 rule (CAME-BETA2-*).  ``eps_scale`` is set exactly when
+    scale_parameter is on (CAME-STEP-10).
+    """
+
+    lr: float
+    beta1: float
+    beta2: float
+    beta3: float
+    eps1: float
+    eps_insta: float
+    clip_threshold: float
+    weight_decay: float = 0.0
+    eps_scale: float | None = None
+    loss_scale: float = 1.0
+    compression: bool = False
+
+
+@dataclass(frozen=True)
+class StepResult:
+    theta: np.ndarray
+    state: dict[str, np.ndarray]
+    trace: dict[str, np.ndarray]
+
+
+def is_factored(shape: tuple[int, ...]) -> bool:
+    """CAME-STATE-1: a parameter with two or more axes keeps factored statistics."""
+    return len(shape) >= 2
+
+
+def state_shapes(shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """CAME-STATE-2 / CAME-STATE-3: names and shapes of the state of a parameter."""
+    shape = tuple(shape)
+    if is_factored(shape):
+        rows, cols = shape[:-1], shape[:-2] + shape[-1:]
+        return {"exp_avg": shape, "exp_avg_sq_row": rows, "exp_avg_sq_col": cols,
+                "exp_avg_insta_row": rows, "exp_avg_insta_col": cols}
+    return {"exp_avg": shape, "exp_avg_sq": shape}
+
+
+def init_state(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """CAME-STATE-4: every state tensor starts at zero, in float64."""
+    return {name: np.zeros(s, dtype=F64) for name, s in state_shapes(shape).items()}
+
+
+def rms(x: np.ndarray) -> F64:
+    """CAME-DEF-1: root mean square over every element of the tensor."""
+    return np.sqrt(np.mean(x * x))
+
+
+def row_mean(x: np.ndarray) -> np.ndarray:
+    """CAME-DEF-2: mean over the last axis."""
+    return np.mean(x, axis=-1)
+
+
+def col_mean(x: np.ndarray) -> np.ndarray:
+    """CAME-DEF-2: mean over the second-to-last axis."""
+    return np.mean(x, axis=-2)
+
+
+def factor(row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """CAME-DEF-3: F(r, c)[..., i, j] = (r_i / mean(r))^(-1/2) * c_j^(-1/2)."""
+    row_factor = 1.0 / np.sqrt(row / np.mean(row, axis=-1, keepdims=True))
+    col_factor = 1.0 / np.sqrt(col)
+    return row_factor[..., :, None] * col_factor[..., None, :]
+
+
+def step(theta: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray], hp: StepHyper) -> StepResult:
+    """One CAME step: (θ, G, state; hp) -> (θ', state', trace) (CAME-STEP-1 … CAME-STEP-12)."""
+    theta = np.array(theta, dtype=F64)
+    grad = np.array(grad, dtype=F64)
+    state = {name: np.array(value, dtype=F64) for name, value in state.items()}
+    if theta.size == 0:  # CAME-ZERO-1: nothing to update, state unchanged
+        return StepResult(theta, state, {})
+    factored = is_factored(theta.shape)
+    trace: dict[str, np.ndarray] = {}
+    with np.errstate(all="ignore"):  # CAME-NONFINITE-1: IEEE 754 propagation, no checks
+        g = trace["grad"] = grad / hp.loss_scale  # CAME-STEP-1
+        q = trace["grad_sq"] = g * g + hp.eps1  # CAME-STEP-2
+        if factored:
+            r = hp.beta2 * state["exp_avg_sq_row"] + (1.0 - hp.beta2) * row_mean(q)  # CAME-STEP-3
+            c = hp.beta2 * state["exp_avg_sq_col"] + (1.0 - hp.beta2) * col_mean(q)
+            trace["exp_avg_sq_row"], trace["exp_avg_sq_col"] = r, c
+            u = factor(r, c) * g  # CAME-STEP-4
+        else:
+            v = hp.beta2 * state["exp_avg_sq"] + (1.0 - hp.beta2) * q  # CAME-STEP-3V
+            if hp.compression:  # CAME-OPT-5: stored in float16, used as stored
+                v = v.astype(np.float16).astype(F64)
+            trace["exp_avg_sq"] = v
+            u = g / np.sqrt(v)  # CAME-STEP-4V
+        trace["update"] = u
+        u_rms = trace["update_rms"] = rms(u)  # CAME-STEP-5
+        divisor = trace["clip_divisor"] = np.maximum(1.0, u_rms / hp.clip_threshold)
+        u_hat = trace["update_clipped"] = u / divisor
+        m = trace["exp_avg"] = hp.beta1 * state["exp_avg"] + (1.0 - hp.beta1) * u_hat  # CAME-STEP-6
+        if factored:
+            d = trace["instability"] = (u_hat - m) ** 2 + hp.eps_insta  # CAME-STEP-7
+            big_r = hp.beta3 * state["exp_avg_insta_row"] + (1.0 - hp.beta3) * row_mean(d)  # CAME-STEP-8
+            big_c = hp.beta3 * state["exp_avg_insta_col"] + (1.0 - hp.beta3) * col_mean(d)
+            trace["exp_avg_insta_row"], trace["exp_avg_insta_col"] = big_r, big_c
+            s = trace["confidence"] = factor(big_r, big_c)  # CAME-STEP-9
+            direction = s * m
+        else:
+            direction = m  # CAME-STEP-9V: no confidence factor
+        trace["direction"] = direction
+        lr = hp.lr  # CAME-STEP-10
+        if hp.eps_scale is not None:
+            lr = lr * np.maximum(hp.eps_scale, rms(theta))
+        trace["lr_effective"] = F64(lr)
+        decayed = theta  # CAME-STEP-11: decoupled decay, only when λ != 0
+        if hp.weight_decay != 0.0:
+            decayed = theta - lr * hp.weight_decay * theta
+        trace["theta_decayed"] = decayed
+        new_theta = trace["theta"] = decayed - lr * direction  # CAME-STEP-12
+    new_state = {name: trace[name] for name in state_shapes(theta.shape)}
+    return StepResult(new_theta, new_state, trace)
