@@ -1,0 +1,43 @@
+"""Command line: ``python -m conformance run --target T`` (README "Running the suite")."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from conformance import report, runner
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m conformance")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the suite against one target and write reports/<target>/")
+    run.add_argument("--target", required=True, help="built-in name, mutant:NAME, or module:factory")
+    run.add_argument("--out", help="report directory (default reports/<target>)")
+    run.add_argument("--seed", type=int, default=0, help="Hypothesis seed (recorded in the report)")
+    run.add_argument("--examples", type=int, default=runner.Settings.examples,
+                     help="Hypothesis trajectory examples per variant")
+    run.add_argument("--error-examples", type=int, default=runner.Settings.error_examples)
+    run.add_argument("--timeout", type=float, default=runner.Settings.timeout, help="seconds per target request")
+    run.add_argument("--variant", action="append", help="run only this execution variant (repeatable)")
+    run.add_argument("--case-file", help="replay one saved case (reports/<target>/cases/<id>.json)")
+    run.add_argument("--sources", help="comma-separated subset of " + ",".join(runner.Settings.sources))
+    args = parser.parse_args(argv)
+
+    cfg = runner.Settings(seed=args.seed, examples=args.examples, error_examples=args.error_examples,
+                          timeout=args.timeout, variants=tuple(args.variant) if args.variant else None,
+                          case_file=args.case_file,
+                          sources=tuple(args.sources.split(",")) if args.sources else runner.Settings.sources)
+    out = Path(args.out or f"reports/{args.target.replace(':', '-')}")
+    result = runner.run(args.target, out, cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    summary = report.write_all(result, out)
+    print((out / "summary.md").read_text())
+    counts = summary["counts"]
+    print(f"conformance: {counts['pass']} passed, {summary['unexpected_failures']} failed, "
+          f"{counts['expected_deviation']} expected deviations, {counts['not_applicable']} not applicable; "
+          f"reports in {out}/")
+    return 0 if summary["conforms_except_declared"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

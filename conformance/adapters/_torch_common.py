@@ -1,0 +1,145 @@
+"""Shared plumbing of the PyTorch adapters (came-pytorch, pytorch-optimizer).
+
+Canonical ``Hyperparameters`` become torch parameter groups (CAME-GROUP-1).  The learning rate
+is driven from outside, as torch users do with ``torch.optim.lr_scheduler``: before step t the
+session writes η_t = ``hp.lr_at(t, group)`` into every ``group['lr']`` (CAME-LR-2, CAME-LR-3,
+CAME-LR-4).  State is read back under the spec's names (CAME-STATE-2, CAME-STATE-3) as exact
+float64 copies; ``save``/``restore`` go through ``torch.save`` of ``optimizer.state_dict()``.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+from conformance.protocol import NotApplicable, Snapshot
+from reference.hyperparams import Hyperparameters
+from reference.step import init_state
+
+TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
+                "bfloat16": torch.bfloat16}
+#: The packages' state names -> the spec's (CAME-STATE-2); other entries (step, RMS) are not state.
+STATE_NAMES = {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq", "exp_avg_sq_row": "exp_avg_sq_row",
+               "exp_avg_sq_col": "exp_avg_sq_col", "exp_avg_res_row": "exp_avg_insta_row",
+               "exp_avg_res_col": "exp_avg_insta_col"}
+#: CAME-OPT-*: what a paper-profile torch target can express.
+OPTIONS = frozenset({"weight_decay", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore"})
+
+
+class Hooks:
+    """Native objects for decoded constructor arguments (conformance.arguments)."""
+
+    def parameter(self, value, name):
+        return torch.nn.Parameter(torch.tensor(np.asarray(value), dtype=torch.float32))
+
+    def tensor(self, value):
+        return torch.tensor(np.asarray(value))
+
+    def schedule(self, lr):
+        raise NotApplicable("lr schedules are not constructor arguments in torch (torch.optim.lr_scheduler "
+                            "objects wrap the optimizer after construction)")
+
+
+def check_paper(hp: Hyperparameters) -> None:
+    """Only the paper profile (CAME-HP-2, CAME-BETA2-1) without MindFormers' options (CAME-OPT-1..5)."""
+    if hp.profile != "paper":
+        raise NotApplicable(f"profile {hp.profile!r}: this target implements the paper profile only")
+    for name in ("scale_parameter", "relative_step", "warmup_init", "compression"):
+        if getattr(hp, name):
+            raise NotApplicable(f"{name}: not an option of this target")
+    if hp.loss_scale != 1.0:
+        raise NotApplicable("loss_scale: not an option of this target")
+
+
+def make_tensors(params, dtype: str) -> list[torch.Tensor]:
+    if dtype not in TORCH_DTYPES:
+        raise NotApplicable(f"dtype {dtype!r}")
+    return [torch.tensor(np.asarray(p, dtype=np.float64)).to(TORCH_DTYPES[dtype]).requires_grad_(True)
+            for p in params]
+
+
+def param_groups(hp: Hyperparameters, tensors: list[torch.Tensor]):
+    """Torch groups for the canonical groups (CAME-GROUP-1), and each group's canonical ``Group``."""
+    groups, owners, grouped = [], [], set()
+    for g in hp.groups:
+        entry = {"params": [tensors[i] for i in g.params]}
+        if g.weight_decay is not None:
+            entry["weight_decay"] = g.weight_decay
+        groups.append(entry)
+        owners.append(g)
+        grouped.update(g.params)
+    rest = [t for i, t in enumerate(tensors) if i not in grouped]
+    if rest:
+        groups.insert(0, {"params": rest})
+        owners.insert(0, None)
+    return groups, owners
+
+
+def initial_lr(hp: Hyperparameters) -> float:
+    """The constructor's lr: η_1 when valid, else a placeholder overwritten before the first step."""
+    try:
+        lr = hp.lr_at(1)
+    except ValueError:
+        return 1.0
+    return lr if lr > 0 else 1.0
+
+
+def _f64(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to(torch.float64).cpu().numpy().copy()
+
+
+class TorchSession:
+    """One optimizer over ``tensors``; ``hp``/``owners`` set means the session drives η_t."""
+
+    def __init__(self, optim, tensors, hp=None, owners=None):
+        self.optim, self.tensors, self.hp, self.owners, self.t = optim, tensors, hp, owners, 0
+
+    def step(self, grads) -> None:
+        grads = list(grads)
+        if len(grads) != len(self.tensors):
+            raise NotApplicable("torch optimizers take no gradient list: each parameter carries its own .grad, "
+                                "so a gradient count cannot mismatch (CAME-ERR-S1)")
+        for p, g in zip(self.tensors, grads):
+            g = np.asarray(g)
+            grad = torch.from_numpy(g.copy())
+            # Float gradients arrive in float64 and are made the parameter's dtype; others pass as they
+            # are, and torch's own p.grad assignment checks shape and dtype (CAME-ERR-S2, CAME-ERR-S3).
+            p.grad = grad.to(p.dtype) if g.dtype.kind == "f" else grad
+        if self.hp is not None:
+            for group, owner in zip(self.optim.param_groups, self.owners):
+                try:
+                    group["lr"] = self.hp.lr_at(self.t + 1, owner)
+                except ValueError as exc:  # CAME-LR-3: an adapter-driven sequence cannot run out in torch
+                    raise NotApplicable(f"learning-rate sequence exhausted ({exc}); torch has no sequence") from exc
+        self.optim.step()
+        self.t += 1
+
+    def target_step(self) -> int | None:
+        return None
+
+    def read(self) -> Snapshot:
+        states = []
+        for p in self.tensors:
+            raw = self.optim.state.get(p, {})
+            state = {STATE_NAMES[k]: _f64(v) for k, v in raw.items() if k in STATE_NAMES}
+            states.append(state or init_state(tuple(p.shape)))
+        return Snapshot([_f64(p) for p in self.tensors], states, self.target_step())
+
+    def save(self) -> bytes:
+        buf = io.BytesIO()
+        torch.save({"params": [p.detach().clone() for p in self.tensors], "optimizer": self.optim.state_dict(),
+                    "scheduler": {"t": self.t}}, buf)
+        return buf.getvalue()
+
+    def restore(self, blob: bytes) -> None:
+        data = torch.load(io.BytesIO(blob), weights_only=True)
+        with torch.no_grad():
+            for p, v in zip(self.tensors, data["params"]):
+                p.copy_(v)
+        self.optim.load_state_dict(data["optimizer"])
+        self.t = data["scheduler"]["t"]
+
+
+def constructed_tensors(optim) -> list[torch.Tensor]:
+    return [p for group in optim.param_groups for p in group["params"]]

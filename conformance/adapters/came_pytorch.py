@@ -1,0 +1,61 @@
+"""Target ``came-pytorch``: the official ``came_pytorch.CAME`` (yangluo7/CAME) on torch, CPU.
+
+Profile and API ``paper`` (CAME-HP-2, CAME-BETA2-1): constant β2 from ``betas``, decoupled weight
+decay multiplied by lr (CAME-STEP-11).  Half-precision parameters (float16, bfloat16) get their
+gradients upcast to float32 and float32 state; the parameter itself is updated in place in its own
+dtype (CAME-DTYPE-2, CAME-DTYPE-3).  Learning-rate sequences and schedules (CAME-LR-3, CAME-LR-4)
+are run the way torch users run them, by writing ``group['lr']`` before each step as
+``torch.optim.lr_scheduler`` does.  Findings: targets/came-pytorch/investigation.md.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+
+import torch
+
+from conformance.adapters import _torch_common as common
+from conformance.protocol import NotApplicable, TargetInfo
+from reference.hyperparams import Hyperparameters
+
+
+class Session(common.TorchSession):
+    def target_step(self) -> int | None:
+        """came-pytorch counts steps per parameter (``state['step']``); all of ours step together."""
+        steps = [self.optim.state[p]["step"] for p in self.tensors if "step" in self.optim.state.get(p, {})]
+        return int(steps[0]) if steps else 0
+
+
+class CamePytorchAdapter:
+    def describe(self) -> TargetInfo:
+        return TargetInfo(
+            name="came-pytorch", profile="paper", api="paper",
+            versions={"torch": torch.__version__, "came-pytorch": importlib.metadata.version("came-pytorch")},
+            dtypes=("float64", "float32", "float16", "bfloat16"), variants=("default",), options=common.OPTIONS,
+            state_dtype={"float16": "float32", "bfloat16": "float32"})
+
+    def native(self):
+        return common.Hooks()
+
+    def open(self, hp: Hyperparameters, params, dtype, variant) -> Session:
+        """Build ``CAME`` from canonical hyperparameters (CAME-HP-1, CAME-GROUP-1)."""
+        from came_pytorch import CAME
+
+        if variant != "default":
+            raise NotApplicable(f"variant {variant!r}")
+        common.check_paper(hp)
+        tensors = common.make_tensors(params, dtype)
+        groups, owners = common.param_groups(hp, tensors)
+        optim = CAME(groups, lr=common.initial_lr(hp), eps=(hp.eps1, hp.eps_insta), clip_threshold=hp.clip_threshold,
+                     betas=(hp.beta1, hp.beta2, hp.beta3), weight_decay=hp.weight_decay)
+        return Session(optim, tensors, hp, owners)
+
+    def construct(self, kwargs, variant) -> Session:
+        """The documented constructor, called as given: its ``assert``s are its error behaviour (CAME-ERR-*)."""
+        from came_pytorch import CAME
+
+        optim = CAME(**kwargs)
+        return Session(optim, common.constructed_tensors(optim))
+
+
+def factory() -> CamePytorchAdapter:
+    return CamePytorchAdapter()

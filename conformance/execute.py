@@ -1,0 +1,168 @@
+"""Run one case against a target and produce its outcome record (the suite's one data flow).
+
+case -> target (in its worker) and reference in lock-step -> comparison -> ``Outcome``.
+Outcomes are plain dicts ready for the reports; nothing here decides about deviations.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+
+from conformance import compare
+from conformance.cases import ErrorCase, TrajectoryCase, to_json
+from conformance.protocol import Snapshot
+from conformance.worker import TargetFailure, TargetProcess
+from reference import optimizer
+from reference.dtypes import round_to
+from reference.step import init_state
+
+PASS, FAIL, NOT_APPLICABLE, ERROR = "pass", "fail", "not_applicable", "error"
+
+
+class Target:
+    """A target as the runner sees it: its declaration and its worker process."""
+
+    def __init__(self, name: str, process: TargetProcess):
+        self.name, self.process = name, process
+        reply = process.call("describe")
+        if reply[0] != "ok":
+            raise TargetFailure(f"describe() failed: {reply}")
+        self.info = reply[1]
+
+    def state_dtype(self, dtype: str) -> str:
+        return self.info.state_dtype.get(dtype, dtype)
+
+
+def _record(case, variant: str, outcome: str, reason: str = "", **extra) -> dict:
+    return {"id": case.id, "kind": case.kind, "variant": variant, "source": case.source, "flags": list(case.flags),
+            "clauses": list(getattr(case, "clauses", ()) or [getattr(case, "clause", "")]),
+            "dtype": getattr(case, "dtype", None), "outcome": outcome, "reason": reason, **extra}
+
+
+def _applicable(target: Target, case) -> str:
+    info = target.info
+    if case.profile != info.profile and case.kind == "trajectory":
+        return f"the target implements the {info.profile} profile, the case is {case.profile}"
+    if case.kind == "error" and case.profile != info.api:
+        return f"the target's constructor follows the {info.api} API, the case is {case.profile}"
+    if getattr(case, "dtype", None) and case.dtype not in info.dtypes:
+        return f"dtype {case.dtype} is not supported by the target"
+    missing = sorted(case.requires() - set(info.options))
+    return f"the target cannot express: {', '.join(missing)}" if missing else ""
+
+
+def run_case(target: Target, case, variant: str) -> dict:
+    why = _applicable(target, case)
+    if why:
+        return _record(case, variant, NOT_APPLICABLE, why)
+    started = time.perf_counter()
+    try:
+        record = run_error(target, case, variant) if case.kind == "error" else \
+            run_trajectory(target, case, variant)
+    except TargetFailure as exc:
+        record = _record(case, variant, ERROR, str(exc))
+    record["seconds"] = round(time.perf_counter() - started, 4)
+    record["case"] = to_json(case)
+    return record
+
+
+def _reference_trajectory(case: TrajectoryCase):
+    """The uninterrupted reference run, parameters rounded to the case dtype (CAME-DTYPE-2)."""
+    params = [np.asarray(p, np.float64) for p in case.params]
+    state = optimizer.init(params, case.hp)
+    out = []
+    for grads in case.grads:
+        result = optimizer.update(grads, state, params, case.hp)
+        params, state = [round_to(case.dtype, p) for p in result.params], result.state
+        out.append((params, list(state.tensors)))
+    return out
+
+
+def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
+    p = target.process
+    reply = p.call("open", case.hp.to_json(), case.params, case.dtype, variant)
+    if reply[0] == "not_applicable":
+        return _record(case, variant, NOT_APPLICABLE, reply[1])
+    if reply[0] == "raised":
+        return _record(case, variant, FAIL, f"opening raised {reply[1]}: {reply[2]}", traceback=reply[3],
+                       first_divergence={"step": 0, "clause": "CAME-HP-1", "note": "construction failed"})
+    sid = reply[1]
+    try:
+        reference = _reference_trajectory(case)
+        prev = Snapshot([np.asarray(x, np.float64) for x in case.params],
+                        [init_state(np.shape(x)) for x in case.params], 0)
+        steps, first = [], None
+        state_dtype = target.state_dtype(case.dtype)
+        for t, grads in enumerate(case.grads, start=1):
+            reply = p.call("step", sid, grads)
+            if reply[0] == "raised":
+                first = first or {"step": t, "clause": "CAME-STEP-1", "note": f"step raised {reply[1]}: {reply[2]}"}
+                break
+            reply = p.call("read", sid)
+            if reply[0] != "ok":
+                first = first or {"step": t, "clause": "CAME-STATE-2", "note": f"read-back failed: {reply[1:3]}"}
+                break
+            snap = reply[1]
+            checks = compare.check_step(t, lambda i: case.hp.step_hyper(t, i), prev.params, prev.state, grads,
+                                        snap, case.dtype, state_dtype)
+            failing = [c for c in checks if not c.ok]
+            if failing and first is None:
+                first = failing[0].to_json()
+            steps.append({"step": t, "per_step": {f"{c.param}.{c.tensor}": {"ulps": c.max_ulps,
+                                                                            "bound_ratio": c.worst_bound_ratio}
+                                                  for c in checks},
+                          "accumulated_ulps": compare.accumulated_ulps(t, snap, *reference[t - 1], case.dtype)})
+            prev = Snapshot([np.asarray(x, np.float64) for x in snap.params],
+                            [{k: np.asarray(v, np.float64) for k, v in s.items()} for s in snap.state], snap.step)
+    finally:
+        try:
+            p.call("close", sid)
+        except TargetFailure:
+            pass
+    if first is None:
+        return _record(case, variant, PASS, steps=steps)
+    where = f"step {first['step']}, {first.get('tensor', '?')}"
+    if first.get("index") is not None:
+        where += f"[{', '.join(map(str, first['index']))}] (param {first['param']}): target " \
+                 f"{first['target_value']!r}, reference {first['reference_value']!r}, " \
+                 f"{first['max_ulps']:.3g} ulps, tolerance {first['tolerance']:.3g}"
+    return _record(case, variant, FAIL, f"first divergence at {where} [{first['clause']}] {first.get('note', '')}",
+                   first_divergence=first, steps=steps)
+
+
+ERROR_CATEGORIES = ("raised the documented type", "raised another type", "did not raise",
+                    "raised, but the message does not name the argument")
+
+
+def run_error(target: Target, case: ErrorCase, variant: str) -> dict:
+    p = target.process
+    if case.phase == "construction":
+        reply = p.call("construct", case.kwargs, variant)
+    else:
+        opened = p.call("construct", case.kwargs, variant)
+        if opened[0] != "ok":
+            return _record(case, variant, FAIL if opened[0] == "raised" else NOT_APPLICABLE,
+                           f"valid construction failed: {opened[1:3]}", category="setup failed")
+        reply = p.call("step", opened[1], {"encoded": case.grads})
+        p.call("close", opened[1])
+    if reply[0] == "not_applicable":
+        return _record(case, variant, NOT_APPLICABLE, reply[1])
+    if reply[0] == "ok":
+        if case.phase == "construction":
+            p.call("close", reply[1])
+        return _record(case, variant, FAIL, f"did not raise; the contract requires {case.exception} "
+                       f"[{case.clause}]", category="did not raise", argument=case.argument)
+    raised, message = reply[1], reply[2]
+    if raised != case.exception:
+        return _record(case, variant, FAIL, f"raised {raised} ({message[:200]!r}); the contract requires "
+                       f"{case.exception} [{case.clause}]", category="raised another type", raised=raised,
+                       argument=case.argument)
+    if not re.search(case.match, message):
+        return _record(case, variant, FAIL, f"raised {raised}, but the message {message[:200]!r} does not name "
+                       f"the argument (expected /{case.match}/) [{case.clause}]",
+                       category="raised, but the message does not name the argument", raised=raised,
+                       argument=case.argument)
+    return _record(case, variant, PASS, category="raised the documented type", raised=raised,
+                   argument=case.argument)

@@ -1,0 +1,122 @@
+"""Every Hypothesis strategy of the suite, in one place.
+
+Shapes run from 0-D to 4-D with size-1 and (optionally) zero-size axes under a size cap;
+hyperparameters cover each profile's valid ranges; gradients span widely different scales
+so that clipping, ε-dominated statistics and ordinary steps are all reached; invalid values
+are drawn per error-contract clause.  Every draw is labelled so a shrunk example reads well.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from hypothesis import strategies as st
+
+from conformance.arguments import encode_float
+from conformance.cases import TrajectoryCase, content_id, to_json
+from reference.dtypes import round_to
+from reference.hyperparams import Group, Hyperparameters, LearningRate
+
+MAX_SIZE = int(os.environ.get("CAME_MAX_ARRAY_SIZE", "64"))
+
+
+def shapes(allow_zero: bool = False, max_dims: int = 4):
+    side = st.integers(0 if allow_zero else 1, 5)
+    return st.lists(side, min_size=0, max_size=max_dims).map(tuple).filter(
+        lambda s: math.prod(s) <= MAX_SIZE)
+
+
+unit = st.floats(0.0, 1.0, exclude_max=True)
+
+
+@st.composite
+def hyperparameters(draw, profile: str, options: frozenset[str]):
+    """Valid canonical hyperparameters of ``profile``, using only ``options`` the target has."""
+    hp = Hyperparameters.defaults(profile)
+    lr_kinds = ["constant"] + [k for k, o in (("sequence", "lr_sequence"), ("schedule", "lr_schedule"))
+                               if o in options]
+    lr_kind = draw(st.sampled_from(lr_kinds), label="lr kind")
+    base = draw(st.floats(1e-4, 1.0), label="lr")
+    lr = {"constant": LearningRate.constant(base),
+          "sequence": LearningRate.sequence([base * (1 + k / 10) for k in range(32)]),
+          "schedule": LearningRate.exponential(base, 0.9)}[lr_kind]
+    changes = dict(
+        learning_rate=lr,
+        beta1=draw(unit, label="beta1"),
+        beta3=draw(st.floats(0.0, 0.9999), label="beta3"),
+        clip_threshold=draw(st.sampled_from([1.0, 0.1, 1e-3, 10.0]), label="clip_threshold"),
+        eps1=draw(st.sampled_from([1e-30, 1e-20, 1e-8]), label="eps1"),
+        eps_insta=draw(st.sampled_from([1e-16, 1e-10]), label="eps_insta"),
+    )
+    if "weight_decay" in options:
+        changes["weight_decay"] = draw(st.sampled_from([0.0, 0.0, 0.01, 0.5]), label="weight_decay")
+    if profile == "paper":
+        changes["beta2"] = draw(st.floats(0.0, 0.9999), label="beta2")
+    else:
+        changes["decay_rate"] = draw(st.floats(0.0, 1.0), label="decay_rate")
+        for option in ("scale_parameter",):
+            if option in options:
+                changes[option] = draw(st.booleans(), label=option)
+        if "relative_step" in options and draw(st.booleans(), label="relative_step"):
+            changes.update(relative_step=True, learning_rate=None)
+            if "warmup_init" in options:
+                changes["warmup_init"] = draw(st.booleans(), label="warmup_init")
+        if "loss_scale" in options:
+            changes["loss_scale"] = draw(st.sampled_from([1.0, 1.0, 1024.0]), label="loss_scale")
+        if "compression" in options:
+            changes["compression"] = draw(st.booleans(), label="compression")
+    return Hyperparameters.defaults(profile, **changes)
+
+
+def arrays(shape, scale: float, rng_seed: int, dtype: str) -> np.ndarray:
+    rng = np.random.default_rng(rng_seed)
+    return round_to(dtype, rng.standard_normal(shape) * scale)
+
+
+@st.composite
+def trajectory_cases(draw, profile: str, dtypes: tuple[str, ...], options: frozenset[str], steps: int = 7):
+    """A whole start-and-gradients case for a target that supports ``dtypes`` and ``options``."""
+    dtype = draw(st.sampled_from(dtypes), label="dtype")
+    count = draw(st.integers(1, 3), label="parameter count")
+    param_shapes = [draw(shapes(allow_zero="zero_size" in options), label=f"shape {i}") for i in range(count)]
+    if "rank0" not in options:
+        param_shapes = [s if s else (1,) for s in param_shapes]
+    hp = draw(hyperparameters(profile, options), label="hyperparameters")
+    if "groups" in options and count > 1 and draw(st.booleans(), label="groups"):
+        hp = Hyperparameters(**{**hp.__dict__, "groups": (
+            Group((0,), learning_rate=None if hp.relative_step else LearningRate.constant(0.05),
+                  weight_decay=0.01 if "weight_decay" in options else None),)})
+    seed = draw(st.integers(0, 2 ** 32 - 1), label="seed")
+    scales = [10.0 ** draw(st.integers(-12, 4), label=f"grad scale {k + 1}") for k in range(steps)]
+    params = [arrays(s, 1.0, seed + i, dtype) for i, s in enumerate(param_shapes)]
+    grads = [[arrays(s, scales[k], seed + 1000 * (k + 1) + i, dtype) * hp.loss_scale
+              for i, s in enumerate(param_shapes)] for k in range(steps)]
+    case = TrajectoryCase("", profile, hp, params, grads, dtype=dtype, source="hypothesis")
+    case.id = "h-" + content_id(to_json(case))
+    return case
+
+
+# Invalid values, per kind of rule (CAME-ERR-*).
+non_float = st.one_of(st.integers(-3, 3), st.booleans(), st.text(max_size=3), st.none())
+outside_unit = st.one_of(st.floats(max_value=-1e-12, allow_infinity=False, allow_nan=False),
+                         st.floats(min_value=1.0 + 1e-12, allow_nan=False, allow_infinity=False),
+                         st.just(math.nan))
+not_positive = st.one_of(st.floats(max_value=0.0, allow_nan=False), st.just(math.nan), st.just(math.inf))
+negative = st.one_of(st.floats(max_value=-1e-12, allow_nan=False), st.just(math.nan), st.just(math.inf))
+
+
+def invalid_argument(clause_id: str, argument: str):
+    """Strategy of encoded bad values of ``argument`` under clause ``clause_id``; None if not drawn."""
+    f = st.builds(encode_float, outside_unit)
+    table = {
+        ("CAME-ERR-3", None): non_float,
+        ("CAME-ERR-10", None): f,
+        ("CAME-ERR-7", "loss_scale"): st.builds(encode_float, not_positive),
+        ("CAME-ERR-12", "clip_threshold"): st.builds(encode_float, not_positive),
+        ("CAME-ERR-11", "clip_threshold"): non_float,
+        ("CAME-ERR-19", "lr"): st.builds(encode_float, negative),
+        ("CAME-ERR-23", "weight_decay"): st.builds(encode_float, negative),
+        ("CAME-ERR-13", None): st.one_of(st.integers(0, 1), st.none(), st.text(max_size=2)),
+    }
+    return table.get((clause_id, argument)) or table.get((clause_id, None))

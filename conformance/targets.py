@@ -1,0 +1,52 @@
+"""Choosing a target without editing the suite.
+
+``TARGET`` is a built-in name (the table below), ``mutant:NAME`` (conformance.mutants), or any
+``package.module:factory``; the python that runs the worker is the built-in's environment,
+or ``CAME_TARGET_PYTHON`` for a vendor's module (default: this interpreter).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENVS = REPO / ".venvs"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    factory: str  # module:callable
+    python: str
+    env: tuple[tuple[str, str], ...] = ()
+    deviations: Path | None = None  # targets/<name>/deviations.json
+
+
+def _venv_python(name: str) -> str:
+    candidate = VENVS / name / "bin" / "python"
+    return str(candidate) if candidate.exists() else sys.executable
+
+
+BUILTIN = {
+    "reference": ("conformance.adapters.reference:factory", None),
+    "reference-paper": ("conformance.adapters.reference:paper_factory", None),
+    "mindspore": ("conformance.adapters.mindspore:factory", "mindspore"),
+    "came-pytorch": ("conformance.adapters.came_pytorch:factory", "core"),
+    "pytorch-optimizer": ("conformance.adapters.pytorch_optimizer:factory", "core"),
+}
+
+
+def resolve(target: str) -> TargetSpec:
+    if target in BUILTIN:
+        factory, venv = BUILTIN[target]
+        python = _venv_python(venv) if venv else sys.executable
+        deviations = REPO / "targets" / target / "deviations.json"
+        return TargetSpec(target, factory, python, deviations=deviations if deviations.exists() else None)
+    if target.startswith("mutant:"):
+        return TargetSpec(target, f"conformance.mutants:factory_{target.split(':', 1)[1].replace('-', '_')}",
+                          sys.executable)
+    if ":" in target:
+        return TargetSpec(target.replace(":", "."), target, os.environ.get("CAME_TARGET_PYTHON", sys.executable))
+    raise SystemExit(f"TARGET must be one of {sorted(BUILTIN)}, mutant:NAME, or module:factory; got {target!r}")

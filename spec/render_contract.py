@@ -1,0 +1,47 @@
+"""Print the error-contract table of spec/came.md §6 from reference.contract.
+
+The table in the spec sits between the markers ``<!-- contract:begin -->`` and
+``<!-- contract:end -->`` and must equal ``render()`` exactly, so the prose and the data
+cannot drift apart.  Regenerate with:
+
+    cd /work/main && PYTHONPATH=. .venvs/core/bin/python spec/render_contract.py
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from reference.contract import CLAUSES, ErrorClause
+
+BEGIN = "<!-- contract:begin -->"
+END = "<!-- contract:end -->"
+SPEC = Path(__file__).with_name("came.md")
+
+HEADER = ("| id | profiles | argument(s) | bad value | exception | phase | origin |",
+          "|---|---|---|---|---|---|---|")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def row(clause: ErrorClause) -> str:
+    arguments = ", ".join(f"`{a}`" for a in clause.arguments)
+    profiles = ", ".join(clause.profiles)
+    return (f"| {clause.id} | {profiles} | {arguments} | {_cell(clause.bad_values)} | {clause.exception} "
+            f"| {clause.phase} | {clause.origin} |")
+
+
+def render() -> str:
+    """The markdown table, one row per ErrorClause, in the order of reference.contract.CLAUSES."""
+    return "\n".join((*HEADER, *(row(c) for c in CLAUSES)))
+
+
+def embedded(spec_text: str | None = None) -> str:
+    """The table currently written in spec/came.md between the markers (without them)."""
+    text = SPEC.read_text(encoding="utf-8") if spec_text is None else spec_text
+    start = text.index(BEGIN) + len(BEGIN)
+    return text[start:text.index(END)].strip("\n")
+
+
+if __name__ == "__main__":
+    print(render())
