@@ -81,8 +81,12 @@ def check_tensor(step: int, param: int, name: str, target, reference, bound, dty
                        float(np.broadcast_to(tol, target.shape).ravel()[flat]))
 
 
-def check_step(step: int, hp_of, prev_params, prev_state, grads, snapshot, dtype: str, state_dtype: str):
-    """All checks of one step: the reference restarted from the target's previous snapshot."""
+def check_step(step: int, hp_of, prev_params, prev_state, grads, snapshot, dtype: str, state_dtype: str,
+               regimes: set | None = None):
+    """All checks of one step: the reference restarted from the target's previous snapshot.
+
+    ``regimes`` collects what the step exercised (``clip_active``), for the compliance matrix.
+    """
     checks: list[TensorCheck] = []
     for i, (theta, grad) in enumerate(zip(prev_params, grads)):
         hyper = hp_of(i)
@@ -94,6 +98,8 @@ def check_step(step: int, hp_of, prev_params, prev_state, grads, snapshot, dtype
                                       note=f"the target exposes no state tensor {missing}"))
             continue
         result = came_step.step(theta, grad, prev_state[i], hyper)
+        if regimes is not None and result.trace.get("clip_divisor", 1.0) > 1.0:
+            regimes.add("clip_active")
         bounds_target = tolerance.step_bounds(theta, grad, prev_state[i], result.trace, hyper,
                                               unit_roundoff(state_dtype))
         bounds_ref = tolerance.step_bounds(theta, grad, prev_state[i], result.trace, hyper,

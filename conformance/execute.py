@@ -93,7 +93,7 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
         reference = _reference_trajectory(case)
         prev = Snapshot([np.asarray(x, np.float64) for x in case.params],
                         [init_state(np.shape(x)) for x in case.params], 0)
-        steps, first = [], None
+        steps, first, regimes = [], None, set()
         state_dtype = target.state_dtype(case.dtype)
         for t, grads in enumerate(case.grads, start=1):
             reply = p.call("step", sid, grads)
@@ -106,7 +106,7 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
                 break
             snap = reply[1]
             checks = compare.check_step(t, lambda i: case.hp.step_hyper(t, i), prev.params, prev.state, grads,
-                                        snap, case.dtype, state_dtype)
+                                        snap, case.dtype, state_dtype, regimes)
             failing = [c for c in checks if not c.ok]
             if failing and first is None:
                 first = failing[0].to_json()
@@ -122,14 +122,14 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
         except TargetFailure:
             pass
     if first is None:
-        return _record(case, variant, PASS, steps=steps)
+        return _record(case, variant, PASS, steps=steps, regimes=sorted(regimes))
     where = f"step {first['step']}, {first.get('tensor', '?')}"
     if first.get("index") is not None:
         where += f"[{', '.join(map(str, first['index']))}] (param {first['param']}): target " \
                  f"{first['target_value']!r}, reference {first['reference_value']!r}, " \
                  f"{first['max_ulps']:.3g} ulps, tolerance {first['tolerance']:.3g}"
     return _record(case, variant, FAIL, f"first divergence at {where} [{first['clause']}] {first.get('note', '')}",
-                   first_divergence=first, steps=steps)
+                   first_divergence=first, steps=steps, regimes=sorted(regimes))
 
 
 ERROR_CATEGORIES = ("raised the documented type", "raised another type", "did not raise",

@@ -81,7 +81,7 @@ VALID_KWARGS = {
 }
 
 
-def _error_property(target, variant, sink, cfg, clause, argument, records_on_fail):
+def _error_property(target, variant, sink, cfg, clause, argument):
     strategy = strategies.invalid_argument(clause.id, argument)
     if strategy is None:
         return
@@ -110,7 +110,7 @@ def _error_property(target, variant, sink, cfg, clause, argument, records_on_fai
     except AssertionError as exc:
         record = exc.args[0]
         record["hypothesis"] = {"seed": cfg.seed, "shrunk": True}
-        records_on_fail.append(sink.add(record))
+        sink.add(record)
 
 
 def _trajectory_property(target, variant, sink, cfg):
@@ -210,13 +210,17 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
                     progress(f"[{spec.name}/{variant}] hypothesis invalid arguments")
                     for clause in contract.clauses_for(info.api):
                         for argument in clause.arguments:
-                            _error_property(target, variant, sink, cfg, clause, argument, [])
+                            _error_property(target, variant, sink, cfg, clause, argument)
                 if "resume" in cfg.sources and "save_restore" in info.options:
                     for case in [c for c in fixtures["trajectory"] if c.dtype in info.dtypes][:3]:
                         if not (case.requires() - set(info.options)):
                             sink.add(_resume(target, case, variant, sink))
     except StopRun:
         pass
+    except execute.TargetFailure as exc:  # the target could not even describe itself
+        sink.stop_on_failure = False
+        sink.add({"id": "load", "kind": "load", "variant": "-", "source": "", "flags": [], "clauses": [],
+                  "dtype": None, "outcome": execute.ERROR, "reason": str(exc)})
     finally:
         process.close()
     unobserved = deviations_mod.apply(declared, sink.records)
