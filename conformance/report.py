@@ -15,6 +15,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 OUTCOMES = ("pass", "fail", "expected_deviation", "not_applicable", "error")
 SCHEMA_VERSION = "1"
+SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
 
 def json_default(obj):

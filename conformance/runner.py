@@ -81,62 +81,62 @@ VALID_KWARGS = {
 }
 
 
+def _property(strategy, make_case, target, variant, sink, cfg, max_examples):
+    """Run one Hypothesis property: record the generated cases; shrink an unexplained failure.
+
+    While shrinking, every failing candidate Hypothesis tries is smaller than the best so far,
+    so the last failure seen is the shrunk example; it is recorded once, with the seed.  After
+    ``shrink_seconds`` candidates stop failing, which ends shrinking early on slow targets.
+    """
+    state = {"failed_at": None, "last_failure": None}
+
+    @settings(max_examples=max_examples, database=None, deadline=None, derandomize=False,
+              suppress_health_check=list(HealthCheck), phases=(Phase.generate, Phase.shrink), print_blob=False)
+    @hypothesis_seed(cfg.seed)
+    @given(drawn=strategy)
+    def prop(drawn):
+        case = make_case(drawn)
+        record = _run(target, case, variant, sink)
+        failed = record["outcome"] in ("fail", "error") and not sink.explained(record)
+        if state["failed_at"] is None and not failed:
+            sink.add(record)
+            return
+        if failed and state["failed_at"] is None:
+            state["failed_at"] = time.monotonic()
+        in_budget = time.monotonic() - state["failed_at"] < cfg.shrink_seconds
+        if failed and (in_budget or state["last_failure"] is None):
+            state["last_failure"] = record
+            raise AssertionError(record["reason"])
+
+    try:
+        prop()
+    except Exception:  # noqa: BLE001 - AssertionError, or Hypothesis's flaky/group errors when a budget ended
+        if state["last_failure"] is None:
+            raise
+    if state["last_failure"] is not None:
+        record = state["last_failure"]
+        record["hypothesis"] = {"seed": cfg.seed, "shrunk": True}
+        sink.add(record)
+
+
 def _error_property(target, variant, sink, cfg, clause, argument):
     strategy = strategies.invalid_argument(clause.id, argument)
     if strategy is None:
         return
-    state = {"failed_at": None}
 
-    @settings(max_examples=cfg.error_examples, database=None, deadline=None, derandomize=False,
-              suppress_health_check=list(HealthCheck), phases=(Phase.generate, Phase.shrink), print_blob=False)
-    @hypothesis_seed(cfg.seed)
-    @given(bad=strategy)
-    def prop(bad):
+    def make_case(bad):
         kwargs = {**VALID_KWARGS[target.info.api], argument: bad}
         body = {"kwargs": kwargs, "clause": clause.id, "argument": argument}
-        case = ErrorCase("h-" + content_id(body), target.info.api, clause.phase, kwargs, clause.exception,
+        return ErrorCase("h-" + content_id(body), target.info.api, clause.phase, kwargs, clause.exception,
                          rf"\b{argument}\b", clause.id, argument, source=f"hypothesis:{clause.id}:{argument}")
-        record = _run(target, case, variant, sink)
-        if state["failed_at"] is None:
-            if record["outcome"] == "fail" and not sink.explained(record):
-                state["failed_at"] = time.monotonic()
-                raise AssertionError(record)
-            sink.add(record)
-        elif record["outcome"] == "fail" and time.monotonic() - state["failed_at"] < cfg.shrink_seconds:
-            raise AssertionError(record)
 
-    try:
-        prop()
-    except AssertionError as exc:
-        record = exc.args[0]
-        record["hypothesis"] = {"seed": cfg.seed, "shrunk": True}
-        sink.add(record)
+    _property(strategy, make_case, target, variant, sink, cfg, cfg.error_examples)
 
 
 def _trajectory_property(target, variant, sink, cfg):
     info = target.info
-    state = {"failed_at": None}
-
-    @settings(max_examples=cfg.examples, database=None, deadline=None, derandomize=False,
-              suppress_health_check=list(HealthCheck), phases=(Phase.generate, Phase.shrink), print_blob=False)
-    @hypothesis_seed(cfg.seed)
-    @given(case=strategies.trajectory_cases(info.profile, info.dtypes, info.options))
-    def prop(case):
-        record = _run(target, case, variant, sink)
-        if state["failed_at"] is None:
-            if record["outcome"] in ("fail", "error") and not sink.explained(record):
-                state["failed_at"] = time.monotonic()
-                raise AssertionError(record)
-            sink.add(record)
-        elif record["outcome"] in ("fail", "error") and time.monotonic() - state["failed_at"] < cfg.shrink_seconds:
-            raise AssertionError(record)
-
-    try:
-        prop()
-    except AssertionError as exc:
-        record = exc.args[0]
-        record["hypothesis"] = {"seed": cfg.seed, "shrunk": True}
-        sink.add(record)
+    strategy = strategies.trajectory_cases(info.profile, info.dtypes, info.options)
+    _property(strategy, lambda case: case, target, variant, sink, cfg, cfg.examples)
 
 
 def _resume(target, case, variant, sink):
