@@ -199,9 +199,12 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
                          f"{len(fixtures['error'])} error vectors")
                 for case in fixtures["trajectory"]:
                     sink.add(_run(target, case, variant, sink))
+                # Construction is the same Python call in every execution variant: construction-phase
+                # error cases run once, on the first variant; step-phase ones run on every variant.
+                phases = ("construction", "step") if variant == variants[0] else ("step",)
                 if "errors" in cfg.sources:
                     for case in fixtures["error"]:
-                        if case.profile == info.api:
+                        if case.profile == info.api and case.phase in phases:
                             sink.add(_run(target, case, variant, sink))
                 if "hypothesis" in cfg.sources:
                     progress(f"[{spec.name}/{variant}] hypothesis trajectories: {cfg.examples} examples")
@@ -209,7 +212,7 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
                 if "hypothesis-errors" in cfg.sources:
                     progress(f"[{spec.name}/{variant}] hypothesis invalid arguments")
                     for clause in contract.clauses_for(info.api):
-                        for argument in clause.arguments:
+                        for argument in clause.arguments if clause.phase in phases else ():
                             _error_property(target, variant, sink, cfg, clause, argument)
                 if "resume" in cfg.sources and "save_restore" in info.options:
                     for case in [c for c in fixtures["trajectory"] if c.dtype in info.dtypes][:3]:

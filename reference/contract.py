@@ -56,7 +56,7 @@ CLAUSES: tuple[ErrorClause, ...] = (
                 "unsaid", "clip_threshold must be a finite float > 0"),
     ErrorClause("CAME-ERR-13", MF, ("scale_parameter", "relative_step", "warmup_init", "compression"), "not a bool",
                 "TypeError", "construction", "unsaid", "must be a bool"),
-    ErrorClause("CAME-ERR-14", BOTH, ("learning_rate",), "a value < 0, NaN or infinite (also inside a sequence)",
+    ErrorClause("CAME-ERR-14", MF, ("learning_rate",), "a value < 0, NaN or infinite (also inside a sequence)",
                 "ValueError", "construction", "unsaid", "learning rates must be finite and >= 0"),
     ErrorClause("CAME-ERR-15", MF, ("learning_rate",), "None while relative_step is False, or given while "
                 "relative_step is True", "ValueError", "construction", "unsaid",

@@ -1,10 +1,11 @@
 """Print the error-contract table of spec/came.md §6 from reference.contract.
 
-The table in the spec sits between the markers ``<!-- contract:begin -->`` and
-``<!-- contract:end -->`` and must equal ``render()`` exactly, so the prose and the data
-cannot drift apart.  Regenerate with:
+The table (an overview) and the defining line of every error clause sit between the markers
+``<!-- contract:begin -->`` and ``<!-- contract:end -->`` and must equal ``render()`` exactly,
+so the prose and the data cannot drift apart.  Regenerate with:
 
-    cd /work/main && PYTHONPATH=. .venvs/core/bin/python spec/render_contract.py
+    cd /work/main && PYTHONPATH=. .venvs/core/bin/python spec/render_contract.py           # print
+    cd /work/main && PYTHONPATH=. .venvs/core/bin/python spec/render_contract.py --write   # update came.md
 """
 from __future__ import annotations
 
@@ -31,9 +32,17 @@ def row(clause: ErrorClause) -> str:
             f"| {clause.phase} | {clause.origin} |")
 
 
+def definition(clause: ErrorClause) -> str:
+    """The clause's defining line: it starts with the bold id, as every spec clause does."""
+    arguments = ", ".join(f"`{a}`" for a in clause.arguments)
+    return (f"**{clause.id}** ({', '.join(clause.profiles)}; {clause.phase}; {clause.origin}) {arguments}: "
+            f"{clause.bad_values} → {clause.exception}. Rule: {clause.rule}.")
+
+
 def render() -> str:
-    """The markdown table, one row per ErrorClause, in the order of reference.contract.CLAUSES."""
-    return "\n".join((*HEADER, *(row(c) for c in CLAUSES)))
+    """The markdown table, then one defining line per clause, in the order of reference.contract.CLAUSES."""
+    table = "\n".join((*HEADER, *(row(c) for c in CLAUSES)))
+    return table + "\n\n" + "\n\n".join(definition(c) for c in CLAUSES)
 
 
 def embedded(spec_text: str | None = None) -> str:
@@ -43,5 +52,17 @@ def embedded(spec_text: str | None = None) -> str:
     return text[start:text.index(END)].strip("\n")
 
 
+def write() -> None:
+    """Replace the text between the markers in spec/came.md with render()."""
+    text = SPEC.read_text(encoding="utf-8")
+    start = text.index(BEGIN) + len(BEGIN)
+    SPEC.write_text(text[:start] + "\n" + render() + "\n" + text[text.index(END):], encoding="utf-8")
+
+
 if __name__ == "__main__":
-    print(render())
+    import sys
+
+    if sys.argv[1:] == ["--write"]:
+        write()
+    else:
+        print(render())
