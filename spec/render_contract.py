@@ -4,14 +4,17 @@ The table (an overview) and the defining line of every error clause sit between 
 ``<!-- contract:begin -->`` and ``<!-- contract:end -->`` and must equal ``render()`` exactly,
 so the prose and the data cannot drift apart.  Regenerate with:
 
-    cd /work/main && PYTHONPATH=. .venvs/core/bin/python spec/render_contract.py           # print
-    cd /work/main && PYTHONPATH=. .venvs/core/bin/python spec/render_contract.py --write   # update came.md
+    python spec/render_contract.py            # print
+    python spec/render_contract.py --write    # update came.md
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from reference.contract import CLAUSES, ErrorClause
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the repo
+
+from reference.contract import CLAUSES, ErrorClause  # noqa: E402
 
 BEGIN = "<!-- contract:begin -->"
 END = "<!-- contract:end -->"
