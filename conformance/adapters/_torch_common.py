@@ -23,7 +23,7 @@ TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": t
 STATE_NAMES = {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq", "exp_avg_sq_row": "exp_avg_sq_row",
                "exp_avg_sq_col": "exp_avg_sq_col", "exp_avg_res_row": "exp_avg_insta_row",
                "exp_avg_res_col": "exp_avg_insta_col"}
-#: CAME-OPT-*: what a paper-profile torch target can express.
+#: What a paper-profile torch target can express: not CAME-OPT-1 … CAME-OPT-5 (MindFormers options).
 OPTIONS = frozenset({"weight_decay", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore"})
 
 

@@ -50,7 +50,10 @@ class CamePytorchAdapter:
         return Session(optim, tensors, hp, owners)
 
     def construct(self, kwargs, variant) -> Session:
-        """The documented constructor, called as given: its ``assert``s are its error behaviour (CAME-ERR-*)."""
+        """The documented constructor, called as given: its ``assert``s are its error behaviour.
+
+        Judged by the paper rows of the error contract (CAME-ERR-2 … CAME-ERR-23).
+        """
         from came_pytorch import CAME
 
         optim = CAME(**kwargs)

@@ -3,8 +3,8 @@
 Profile and API ``paper`` (CAME-HP-2, CAME-BETA2-1).  Its constructor names differ from the paper
 API's: ``construct`` maps ``eps=(ε1, ε_insta)`` onto ``eps1``/``eps2`` and passes ``lr``, ``betas``,
 ``clip_threshold`` and ``weight_decay`` as they are, so its errors are judged by the paper contract
-(CAME-ERR-*).  ``open`` keeps its extra options at the plain algorithm: ``weight_decouple=True,
-fixed_decay=False`` is exactly the spec's decoupled decay multiplied by lr (CAME-STEP-11), as
+(CAME-ERR-2 … CAME-ERR-23).  ``open`` keeps its extra options at the plain algorithm:
+``weight_decouple=True, fixed_decay=False`` is exactly the spec's decoupled decay multiplied by lr (CAME-STEP-11), as
 θ·(1 − η·λ); ``ams_bound=False``, ``maximize=False``.  State stays in the parameter's dtype.
 
 Variants are its three execution paths: ``foreach`` (``foreach=None``, its default, which takes the
@@ -72,7 +72,7 @@ class PytorchOptimizerAdapter:
         return Session(optim, tensors, hp, owners)
 
     def construct(self, kwargs, variant) -> Session:
-        """The paper API's arguments under this package's names; errors propagate (CAME-ERR-*).
+        """The paper API's arguments under this package's names; errors propagate (CAME-ERR-2 … CAME-ERR-23).
 
         An ``eps`` that is not a pair cannot be expressed (the package has no ``eps`` argument), so it is
         ``NotApplicable``; every other argument, including unknown ones, is passed through unchanged.
