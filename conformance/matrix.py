@@ -39,9 +39,9 @@ OPTION_FAMILY = {"weight_decay": "weight decay", "lr_sequence": "schedules", "lr
 
 
 def family_of_clause(clause: str) -> str:
+    """A prefix ending in "-" names a clause group; otherwise the clause itself or its V variant."""
     for name, prefixes in FAMILIES:
-        if any(clause == p or clause.startswith(p) and (p.endswith("-") or clause[len(p):][:1] in ("V", ""))
-               for p in prefixes):
+        if any(clause.startswith(p) if p.endswith("-") else clause in (p, p + "V") for p in prefixes):
             return name
     return "confidence update"
 

@@ -1,0 +1,47 @@
+"""Repository hygiene: no machine paths, valid deviations files, README commands that exist."""
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conformance import deviations
+from conformance.targets import BUILTIN
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_IDS = set(re.findall(r"^\*\*(CAME-[A-Z0-9]+(?:-[A-Z0-9]+)*)\*\*", (ROOT / "spec" / "came.md").read_text(),
+                          re.M))
+
+
+def tracked_files():
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
+
+
+def test_no_path_of_a_developer_machine_is_written_down():
+    pattern = re.compile(r"/(?:work|root|home)/[A-Za-z]")
+    offenders = [str(p.relative_to(ROOT)) for p in tracked_files()
+                 if p.suffix in {".py", ".md", ".json", ".toml", ".ini", ".txt", ""} and p.stat().st_size < 5_000_000
+                 and pattern.search(p.read_text(errors="replace"))]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("target", sorted(BUILTIN))
+def test_deviations_files_are_well_formed(target):
+    """Each declared deviation cites an existing spec clause and has evidence (CAME-HP-1)."""
+    path = ROOT / "targets" / target / "deviations.json"
+    declared = deviations.load(path)
+    ids = [d["id"] for d in declared]
+    assert len(ids) == len(set(ids))
+    for d in declared:
+        assert d["clause"] in SPEC_IDS, d
+        assert d["evidence"].strip() and d["summary"].strip()
+        assert set(d["match"]) <= set(deviations.LIST_KEYS) | {"requires_any", "flags_any", "outcome"}, d
+
+
+def test_readme_make_targets_exist():
+    makefile = (ROOT / "Makefile").read_text()
+    for target in set(re.findall(r"`make ([a-z-]+)", (ROOT / "README.md").read_text())):
+        assert re.search(rf"^{target}:", makefile, re.M), target
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
