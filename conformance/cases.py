@@ -30,6 +30,10 @@ class TrajectoryCase:
     clauses: tuple[str, ...] = ()
     source: str = ""
     expected: list[dict] | None = None  # golden {"params": [...], "state": [...]} per step, from a fixture
+    # Set for "api" cases: the target is built by its documented constructor from these encoded
+    # arguments (conformance.arguments) instead of from ``hp``; ``hp`` is then the canonical
+    # equivalent the reference steps with.  Constructor-made parameters are float32 (protocol).
+    kwargs: dict | None = None
     kind: str = field(default="trajectory", init=False)
 
     def requires(self) -> frozenset[str]:
@@ -97,7 +101,7 @@ def to_json(case) -> dict:
         return {"kind": "error", **{k: getattr(case, k) for k in (
             "id", "profile", "phase", "kwargs", "exception", "match", "clause", "argument", "grads", "source")},
             "flags": list(case.flags)}
-    return {"kind": "trajectory", "id": case.id, "profile": case.profile, "dtype": case.dtype,
+    return {"kind": "trajectory", "id": case.id, "profile": case.profile, "dtype": case.dtype, "kwargs": case.kwargs,
             "flags": list(case.flags), "clauses": list(case.clauses), "source": case.source,
             "hyperparameters": case.hp.to_json(), "params": [hex_array(p) for p in case.params],
             "grads": [[hex_array(g) for g in step] for step in case.grads]}
@@ -112,7 +116,8 @@ def from_json(obj: dict):
         id=obj["id"], profile=obj["profile"], hp=Hyperparameters.from_json(obj["hyperparameters"]),
         params=[array_from_hex(p) for p in obj["params"]],
         grads=[[array_from_hex(g) for g in step] for step in obj["grads"]], dtype=obj["dtype"],
-        flags=tuple(obj["flags"]), clauses=tuple(obj["clauses"]), source=obj.get("source", ""))
+        flags=tuple(obj["flags"]), clauses=tuple(obj["clauses"]), source=obj.get("source", ""),
+        kwargs=obj.get("kwargs"))
 
 
 def content_id(obj: dict) -> str:

@@ -43,7 +43,9 @@ def _record(case, variant: str, outcome: str, reason: str = "", **extra) -> dict
 
 def _applicable(target: Target, case) -> str:
     info = target.info
-    if case.profile != info.profile and case.kind == "trajectory":
+    if case.kind == "trajectory" and case.kwargs is not None and case.profile != info.api:
+        return f"the target's constructor follows the {info.api} API, the case is {case.profile}"
+    if case.kind == "trajectory" and case.kwargs is None and case.profile != info.profile:
         return f"the target implements the {info.profile} profile, the case is {case.profile}"
     if case.kind == "error" and case.profile != info.api:
         return f"the target's constructor follows the {info.api} API, the case is {case.profile}"
@@ -82,7 +84,10 @@ def _reference_trajectory(case: TrajectoryCase):
 
 def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
     p = target.process
-    reply = p.call("open", case.hp.to_json(), case.params, case.dtype, variant)
+    if case.kwargs is not None:  # an api case: the documented constructor
+        reply = p.call("construct", case.kwargs, variant)
+    else:
+        reply = p.call("open", case.hp.to_json(), case.params, case.dtype, variant)
     if reply[0] == "not_applicable":
         return _record(case, variant, NOT_APPLICABLE, reply[1])
     if reply[0] == "raised":

@@ -7,6 +7,7 @@ the run itself loses nothing; the final reports are written from it.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -17,10 +18,11 @@ from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, setti
 from conformance import deviations as deviations_mod
 from conformance import execute, strategies
 from conformance.report import json_default
-from conformance.cases import ErrorCase, content_id, from_json, to_json
+from conformance.cases import ErrorCase, TrajectoryCase, content_id, from_json, to_json
 from conformance.targets import resolve
 from conformance.worker import TargetProcess
 from reference import contract
+from reference.dtypes import round_to
 
 
 @dataclass
@@ -70,9 +72,22 @@ def _run(target, case, variant, sink) -> dict:
     return record
 
 
-def fixture_cases(profile: str):
+def fixture_cases(profile: str, dtypes: tuple[str, ...]):
+    """The golden vectors of ``profile``; float64 ones run at float32 on a target without float64."""
     from fixtures.cases import load_cases  # numpy-side loader of the golden vectors
-    return load_cases(profile)
+
+    cases = load_cases(profile)
+    if "float64" not in dtypes and "float32" in dtypes:
+        cases["trajectory"] = [at_dtype(c, "float32") if c.dtype == "float64" else c for c in cases["trajectory"]]
+    return cases
+
+
+def at_dtype(case: TrajectoryCase, dtype: str) -> TrajectoryCase:
+    """The same start and gradients rounded to ``dtype`` (a new case: its own id, no golden values)."""
+    return dataclasses.replace(
+        case, id=f"{case.id}@{dtype}", dtype=dtype, params=[round_to(dtype, p) for p in case.params],
+        grads=[[round_to(dtype, g) for g in step] for step in case.grads], expected=None,
+        source=f"{case.source} (run at {dtype}: the target has no {case.dtype})")
 
 
 VALID_KWARGS = {
@@ -193,7 +208,7 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
             for variant in variants:
                 sink.add(_run(target, case, variant, sink))
         else:
-            fixtures = fixture_cases(info.profile) if "fixtures" in cfg.sources else {"trajectory": [], "error": []}
+            fixtures = fixture_cases(info.profile, info.dtypes) if "fixtures" in cfg.sources else {"trajectory": [], "error": []}
             for variant in variants:
                 progress(f"[{spec.name}/{variant}] fixtures: {len(fixtures['trajectory'])} trajectories, "
                          f"{len(fixtures['error'])} error vectors")

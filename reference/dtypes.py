@@ -30,12 +30,15 @@ def round_to(dtype: str, x) -> np.ndarray:
     if dtype in ("float32", "float16"):
         with np.errstate(over="ignore"):
             return x.astype(dtype).astype(np.float64)
+    # bfloat16, rounded once from float64 (never through float32, which would round twice):
+    # keep 8 significant bits with rint (ties to even), on the subnormal grid below 2^-126.
+    p, tiny, largest = FORMATS[dtype]
     with np.errstate(over="ignore", invalid="ignore"):
-        bits = np.atleast_1d(x.astype(np.float32)).view(np.uint32).astype(np.uint64)
-    # Round float32 to bfloat16 (keep the top 16 bits), ties to even; NaN stays NaN.
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16).astype(np.uint32)
-    out = rounded.view(np.float32).astype(np.float64).reshape(x.shape)
-    return np.where(np.isnan(x), np.nan, out)
+        _, e = np.frexp(x)
+        quantum = np.exp2(np.maximum(e - p, -133).astype(np.float64))
+        out = np.rint(x / quantum) * quantum
+        out = np.where(np.abs(out) > largest, np.copysign(np.inf, x), out)
+    return np.where(np.isfinite(x), out, x)
 
 
 def ulp(dtype: str, x) -> np.ndarray:
@@ -43,5 +46,5 @@ def ulp(dtype: str, x) -> np.ndarray:
     p, tiny, _ = FORMATS[dtype]
     ax = np.abs(np.asarray(x, dtype=np.float64))
     with np.errstate(divide="ignore"):
-        e = np.floor(np.log2(np.maximum(ax, tiny)))
+        e = np.where(np.isfinite(ax), np.frexp(np.maximum(ax, tiny))[1] - 1.0, ax)  # exact floor(log2|x|)
     return np.exp2(e - p + 1)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from reference import optimizer
-from reference.hyperparams import Group, Hyperparameters, LearningRate
+from reference.hyperparams import SCHEDULES, Group, Hyperparameters, LearningRate
 
 
 @dataclass
@@ -79,32 +79,33 @@ def check_eps(value: Any, length: int) -> tuple[float, ...]:
     return out
 
 
+def _is_number(v) -> bool:
+    return not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float, np.integer, np.floating))
+
+
 def check_learning_rate(argument: str, value: Any, type_clause: str, value_clause: str) -> LearningRate:
-    """CAME-LR-1: number, 0-D/1-D array, iterable of numbers, or a named schedule."""
+    """CAME-LR-1: a number, a 0-D or 1-D array, a non-empty iterable of numbers, or a schedule."""
+    rule = "must be an int, float, tensor, iterable of numbers or schedule"
     if isinstance(value, LearningRate):
         lr = value
-    elif isinstance(value, bool) or value is None or isinstance(value, (str, bytes, dict)):
-        _fail(TypeError, argument, "must be an int, float, tensor, iterable of numbers or schedule", value,
-              type_clause)
-    elif isinstance(value, (int, float)):
+        if lr.kind == "schedule" and lr.schedule not in SCHEDULES:
+            _fail(TypeError, argument, f"schedule must be one of {sorted(SCHEDULES)}", lr.schedule, type_clause)
+    elif _is_number(value) or isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
         lr = LearningRate.constant(float(value))
-    elif isinstance(value, np.ndarray) and value.ndim == 0:
-        lr = LearningRate.constant(float(value))
-    elif isinstance(value, (np.ndarray, Iterable)):
-        items = list(value.ravel()) if isinstance(value, np.ndarray) and value.ndim == 1 else list(value) \
-            if not isinstance(value, np.ndarray) else None
-        if items is None or not items or any(isinstance(v, bool) or not isinstance(v, (int, float, np.floating))
-                                            for v in items):
-            _fail(TypeError, argument, "must be an int, float, tensor, iterable of numbers or schedule", value,
-                  type_clause)
+    elif isinstance(value, (np.ndarray, list, tuple)) or isinstance(value, Iterable) and not isinstance(
+            value, (str, bytes, dict)):
+        items = list(np.ravel(value)) if isinstance(value, np.ndarray) and value.ndim == 1 else \
+            None if isinstance(value, np.ndarray) else list(value)
+        if not items or not all(_is_number(v) for v in items):
+            _fail(TypeError, argument, rule, value, type_clause)
         lr = LearningRate.sequence(float(v) for v in items)
     else:
-        _fail(TypeError, argument, "must be an int, float, tensor, iterable of numbers or schedule", value,
-              type_clause)
-    values = (lr.value,) if lr.kind == "constant" else lr.values if lr.kind == "sequence" else \
-        tuple(v for _, v in lr.params)
+        _fail(TypeError, argument, rule, value, type_clause)
+    values = {"constant": (lr.value,), "sequence": lr.values}.get(lr.kind, tuple(v for _, v in lr.params))
     for v in values:
         check_nonnegative_finite(argument, v, value_clause)
+    if lr.kind == "schedule" and dict(lr.params).get("warmup_steps", 1.0) < 1.0:
+        _fail(ValueError, argument, "warmup_steps must be >= 1", dict(lr.params)["warmup_steps"], value_clause)
     return lr
 
 

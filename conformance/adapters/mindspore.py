@@ -43,7 +43,9 @@ ms.set_context(device_target="CPU")
 MODES = {"graph": (ms.GRAPH_MODE, "1"), "pynative": (ms.PYNATIVE_MODE, "1"), "eager": (ms.PYNATIVE_MODE, "0")}
 VARIANTS = tuple(f"{m}-{p}" for p in ("came", "fused") for m in MODES)
 # CAME-DTYPE-2: bfloat16 parameters construct but every step fails on CPU (no bf16 Pow/TensorMove kernel).
-MS_DTYPES = {"float32": mstype.float32, "float16": mstype.float16, "float64": mstype.float64}
+# float64 parameters run, but with float32 hyperparameters (eps, betas, lr, β2_t): float32 accuracy, so float64
+# is not declared; the runner runs the float64 fixtures at float32 instead (investigation.md, "float64").
+MS_DTYPES = {"float32": mstype.float32, "float16": mstype.float16}
 OPTIONS = frozenset({"weight_decay", "scale_parameter", "relative_step", "warmup_init", "compression", "loss_scale",
                      "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore"})
 

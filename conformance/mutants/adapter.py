@@ -1,0 +1,169 @@
+"""The adapter of the mutant port (conformance.protocol), one instance per mutant and profile.
+
+It drives ``conformance.mutants.port`` exactly as a vendor's adapter drives a framework: canonical
+``Hyperparameters`` become the documented constructor's arguments (``Came`` for the mindformers
+profile, ``CAME`` for the paper profile) with parameter groups for ``hp.groups`` (CAME-GROUP-1);
+constructor calls of error cases go to the same constructors (CAME-ERR-*).  For the paper API,
+whose ``lr`` is a number, learning-rate sequences and schedules are run torch-style: the session
+writes ``group['lr']`` before each step (CAME-LR-2 … CAME-LR-4).
+"""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+
+from conformance.mutants import port
+from conformance.protocol import NotApplicable, Snapshot, TargetInfo
+from reference.hyperparams import Hyperparameters, LearningRate
+
+#: The spec's state names (CAME-STATE-2, CAME-STATE-3); anything else a port keeps is private.
+SPEC_STATE = ("exp_avg", "exp_avg_sq", "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_insta_row",
+              "exp_avg_insta_col")
+ALL_OPTIONS = frozenset({"weight_decay", "scale_parameter", "relative_step", "warmup_init", "compression",
+                         "loss_scale", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore"})
+PAPER_OPTIONS = frozenset({"weight_decay", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size",
+                           "save_restore"})
+
+
+class Hooks:
+    """Native objects for decoded constructor arguments (conformance.arguments)."""
+
+    def parameter(self, value, name):
+        return port.Parameter(np.asarray(value, dtype=np.float64), name)
+
+    def tensor(self, value):
+        return np.asarray(value)
+
+    def schedule(self, lr: LearningRate):
+        p = dict(lr.params)
+        if lr.schedule == "exponential":
+            return port.ExponentialDecayLR(p["base"], p["gamma"])
+        if lr.schedule == "warmup_linear":
+            return port.WarmUpLR(p["base"], p["warmup_steps"])
+        raise NotApplicable(f"schedule {lr.schedule!r}")
+
+
+class Session:
+    """One port optimizer.  ``order[k]`` is the case index of the port's k-th parameter."""
+
+    def __init__(self, optim, order=None, hp: Hyperparameters | None = None, owners=None):
+        self.optim, self.hp, self.owners, self.t = optim, hp, owners, 0
+        n = len(optim.parameters())
+        self.order = list(order) if order is not None else list(range(n))
+
+    def step(self, grads) -> None:
+        grads = list(grads)
+        if len(grads) == len(self.order):
+            grads = [grads[i] for i in self.order]
+        if self.hp is not None:  # paper API: the scheduler writes group['lr'] (torch style)
+            for group, owner in zip(self.optim.param_groups, self.owners):
+                group["lr"] = self.hp.lr_at(self.t + 1, owner)
+        self.optim.step(grads)
+        self.t += 1
+
+    def read(self) -> Snapshot:
+        params = self.optim.parameters()
+        n = len(params)
+        out_params: list = [None] * n
+        out_state: list = [None] * n
+        for k, p in enumerate(params):
+            i = self.order[k]
+            out_params[i] = p.data.copy()
+            out_state[i] = {name: np.array(v, dtype=np.float64) for name, v in self.optim.state[id(p)].items()
+                            if name in SPEC_STATE}
+        return Snapshot(out_params, out_state, self.optim.global_step)
+
+    def save(self) -> bytes:
+        return pickle.dumps({"optimizer": self.optim.state_dict(), "t": self.t})
+
+    def restore(self, blob: bytes) -> None:
+        data = pickle.loads(blob)
+        self.optim.load_state_dict(data["optimizer"])
+        self.t = data["t"]
+
+
+def _lr_argument(lr: LearningRate | None, hooks: Hooks):
+    if lr is None:
+        return None
+    if lr.kind == "constant":
+        return lr.value
+    if lr.kind == "sequence":
+        return list(lr.values)
+    return hooks.schedule(lr)
+
+
+class MutantAdapter:
+    def __init__(self, name: str, profile: str, bugs=frozenset()):
+        if profile not in ("mindformers", "paper"):
+            raise ValueError(f"profile {profile!r}")
+        self.name, self.profile, self.bugs = name, profile, frozenset(bugs)
+
+    def describe(self) -> TargetInfo:
+        return TargetInfo(name=f"mutant:{self.name}", profile=self.profile, api=self.profile,
+                          versions={"numpy": np.__version__, "port": "conformance.mutants.port",
+                                    "switches": ",".join(sorted(self.bugs)) or "none"},
+                          dtypes=("float64", "float32", "float16", "bfloat16"),
+                          options=ALL_OPTIONS if self.profile == "mindformers" else PAPER_OPTIONS,
+                          state_dtype={"float32": "float64", "float16": "float64", "bfloat16": "float64"})
+
+    def native(self) -> Hooks:
+        return Hooks()
+
+    def _params_argument(self, hp: Hyperparameters, params, dtype, hooks):
+        """The ``params`` argument: one group dict per canonical group, the rest bare (CAME-GROUP-1)."""
+        tensors = [port.Parameter(np.asarray(p, np.float64), f"p{i}", dtype) for i, p in enumerate(params)]
+        items, order, owners, grouped = [], [], [], set()
+        for g in hp.groups:
+            entry = {"params": [tensors[i] for i in g.params]}
+            if g.learning_rate is not None:
+                entry["lr"] = _lr_argument(g.learning_rate, hooks) if self.profile == "mindformers" \
+                    else hp.lr_at(1, g)
+            if g.weight_decay is not None:
+                entry["weight_decay"] = g.weight_decay
+            items.append(entry)
+            owners.append(g)
+            order.extend(g.params)
+            grouped.update(g.params)
+        rest = [i for i in range(len(tensors)) if i not in grouped]
+        if rest:
+            items.extend(tensors[i] for i in rest)
+            owners.append(None)
+            order.extend(rest)
+        return items, order, owners
+
+    def open(self, hp: Hyperparameters, params, dtype, variant) -> Session:
+        if variant != "default":
+            raise NotApplicable(f"variant {variant!r}")
+        if hp.profile != self.profile:
+            raise NotApplicable(f"profile {hp.profile!r}")
+        hooks = self.native()
+        items, order, owners = self._params_argument(hp, params, dtype, hooks)
+        if self.profile == "mindformers":
+            optim = port.Came(items, learning_rate=None if hp.relative_step else _lr_argument(hp.learning_rate, hooks),
+                              eps=(hp.eps1, hp.eps_scale, hp.eps_insta), clip_threshold=hp.clip_threshold,
+                              decay_rate=hp.decay_rate, beta1=hp.beta1, beta3=hp.beta3, weight_decay=hp.weight_decay,
+                              scale_parameter=hp.scale_parameter, relative_step=hp.relative_step,
+                              warmup_init=hp.warmup_init, compression=hp.compression, loss_scale=hp.loss_scale,
+                              bugs=self.bugs)
+            return Session(optim, order)
+        for option in ("scale_parameter", "relative_step", "warmup_init", "compression"):
+            if getattr(hp, option):
+                raise NotApplicable(f"{option}: not an option of the paper API")
+        if hp.loss_scale != 1.0:
+            raise NotApplicable("loss_scale: not an option of the paper API")
+        try:
+            lr = hp.lr_at(1)
+        except ValueError:
+            lr = 0.0
+        optim = port.CAME(items, lr=lr, eps=(hp.eps1, hp.eps_insta), clip_threshold=hp.clip_threshold,
+                          betas=(hp.beta1, hp.beta2, hp.beta3), weight_decay=hp.weight_decay, bugs=self.bugs)
+        if len(optim.param_groups) != len(owners):
+            raise AssertionError("parameter groups do not line up with the canonical groups")
+        return Session(optim, order, hp, owners)
+
+    def construct(self, kwargs, variant) -> Session:
+        if variant != "default":
+            raise NotApplicable(f"variant {variant!r}")
+        cls = port.Came if self.profile == "mindformers" else port.CAME
+        return Session(cls(**kwargs, bugs=self.bugs))
