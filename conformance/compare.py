@@ -111,9 +111,10 @@ def check_step(step: int, hp_of, prev_params, prev_state, grads, snapshot, dtype
                 target, reference, out_dtype = got[name], result.state[name], state_dtype
             else:
                 continue
-            bound = bounds_target.get(name, 0.0) + bounds_ref.get(name, 0.0)
-            if out_dtype != state_dtype:  # the final store rounds to the parameter's dtype
-                bound = bound + unit_roundoff(out_dtype) * np.abs(reference) / tolerance.SAFETY
+            with np.errstate(all="ignore"):
+                bound = bounds_target.get(name, 0.0) + bounds_ref.get(name, 0.0)
+                if out_dtype != state_dtype:  # the final store rounds to the parameter's dtype
+                    bound = bound + unit_roundoff(out_dtype) * np.abs(reference) / tolerance.SAFETY
             checks.append(check_tensor(step, i, name, target, reference, bound, out_dtype, state_dtype))
     return checks
 

@@ -22,7 +22,7 @@ from pathlib import Path
 LIST_KEYS = {
     "variants": lambda r: r["variant"],
     "dtype": lambda r: r.get("dtype"),
-    "kind": lambda r: r["kind"],
+    "kind": lambda r: r["kind"],  # "trajectory", "error" or "resume"
     "divergence_clause": lambda r: (r.get("first_divergence") or {}).get("clause"),
     "divergence_tensor": lambda r: (r.get("first_divergence") or {}).get("tensor"),
     "error_clause": lambda r: r["clauses"][0] if r["kind"] == "error" else None,

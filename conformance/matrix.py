@@ -70,7 +70,7 @@ def cells(doc: dict) -> dict[str, dict]:
     profile = (doc["info"] or {}).get("profile")
     seen: dict[str, dict] = defaultdict(lambda: {"pass": 0, "deviations": set(), "unexpected": 0})
     for r in doc["records"]:
-        if r["outcome"] == "not_applicable":
+        if r["outcome"] in ("not_applicable", "blocked"):
             continue
         for fam in families_of(r, profile):
             cell = seen[fam]

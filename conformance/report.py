@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-OUTCOMES = ("pass", "fail", "expected_deviation", "not_applicable", "error")
+OUTCOMES = ("pass", "fail", "expected_deviation", "not_applicable", "error", "blocked")
 SCHEMA_VERSION = "1"
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
@@ -114,10 +114,10 @@ def junit(doc: dict) -> str:
             body = f"<failure message={quoteattr(r['reason'][:500])}>{escape(r.get('repro', ''))}</failure>"
         elif r["outcome"] == "error":
             body = f"<error message={quoteattr(r['reason'][:500])}/>"
-        elif r["outcome"] in ("not_applicable", "expected_deviation"):
+        elif r["outcome"] in ("not_applicable", "expected_deviation", "blocked"):
             body = f"<skipped message={quoteattr(r['outcome'] + ': ' + (r.get('deviation') or r['reason'])[:300])}/>"
         cases.append(f'  <testcase name={name} classname={classname} time="{r.get("seconds", 0)}">{body}</testcase>')
-    skipped = counts["not_applicable"] + counts["expected_deviation"]
+    skipped = counts["not_applicable"] + counts["expected_deviation"] + counts["blocked"]
     head = (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name={quoteattr("came-" + doc["target"])} '
             f'tests="{len(records)}" failures="{counts["fail"]}" errors="{counts["error"]}" skipped="{skipped}" '
             f'time="{doc["seconds"]}">')

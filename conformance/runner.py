@@ -13,16 +13,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, settings, strategies as st
+import numpy as np
+from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, settings
 
 from conformance import deviations as deviations_mod
 from conformance import execute, strategies
-from conformance.report import json_default
+from conformance.arguments import param_values
 from conformance.cases import ErrorCase, TrajectoryCase, content_id, from_json, to_json
+from conformance.report import json_default
 from conformance.targets import resolve
 from conformance.worker import TargetProcess
 from reference import contract
 from reference.dtypes import round_to
+from reference.hyperparams import Hyperparameters
 
 
 @dataclass
@@ -154,43 +157,110 @@ def _trajectory_property(target, variant, sink, cfg):
     _property(strategy, lambda case: case, target, variant, sink, cfg, cfg.examples)
 
 
-def _resume(target, case, variant, sink):
-    """Save mid-trajectory, restore into a fresh session, finish: same numbers as uninterrupted."""
+def _one_per_dtype(cases: list) -> list:
+    return list({c.dtype: c for c in reversed(cases)}.values())
+
+
+def _resume(target, case, variant) -> dict:
+    """Save mid-trajectory, restore into a fresh session, finish: the uninterrupted run's numbers exactly."""
     p = target.process
     started = time.perf_counter()
     record = execute._record(case, variant, execute.PASS)
-    record.update(kind="resume", clauses=["CAME-STATE-5"], id="resume-" + case.id)
+    record.update(kind="resume", clauses=["CAME-STATE-5"], id="resume-" + case.id, requires=["save_restore"])
     half = len(case.grads) // 2
+
+    def call(*args):
+        reply = p.call(*args)
+        if reply[0] != "ok":
+            raise _Refused(reply)
+        return reply[1]
+
     try:
-        whole = p.call("open", case.hp.to_json(), case.params, case.dtype, variant)[1]
-        first = p.call("open", case.hp.to_json(), case.params, case.dtype, variant)[1]
+        opened = [call("open", case.hp.to_json(), case.params, case.dtype, variant) for _ in range(2)]
+        whole, first = opened
         for grads in case.grads:
-            p.call("step", whole, grads)
+            call("step", whole, grads)
         for grads in case.grads[:half]:
-            p.call("step", first, grads)
-        blob = p.call("save", first)
-        second = p.call("open", case.hp.to_json(), case.params, case.dtype, variant)[1]
-        restored = p.call("restore", second, blob[1]) if blob[0] == "ok" else blob
-        if restored[0] != "ok":
-            record.update(outcome=execute.FAIL, reason=f"save/restore raised: {restored[1:3]}")
-        else:
-            for grads in case.grads[half:]:
-                p.call("step", second, grads)
-            a, b = p.call("read", whole)[1], p.call("read", second)[1]
-            import numpy as np
-            diffs = [f"param {i}" for i, (x, y) in enumerate(zip(a.params, b.params))
-                     if not np.array_equal(x, y, equal_nan=True)]
-            diffs += [f"param {i} {k}" for i, (s, r) in enumerate(zip(a.state, b.state)) for k in s
-                      if not np.array_equal(s[k], r.get(k), equal_nan=True)]
-            if diffs:
-                record.update(outcome=execute.FAIL, reason="resumed run differs from the uninterrupted run in "
-                              + ", ".join(diffs[:5]), first_divergence={"clause": "CAME-STATE-5",
-                                                                      "step": half + 1})
+            call("step", first, grads)
+        second = call("open", case.hp.to_json(), case.params, case.dtype, variant)
+        call("restore", second, call("save", first))
+        for grads in case.grads[half:]:
+            call("step", second, grads)
+        a, b = call("read", whole), call("read", second)
+        diffs = [f"param {i}" for i, (x, y) in enumerate(zip(a.params, b.params))
+                 if not np.array_equal(x, y, equal_nan=True)]
+        diffs += [f"param {i} {k}" for i, (s, r) in enumerate(zip(a.state, b.state)) for k in s
+                  if k not in r or not np.array_equal(s[k], r[k], equal_nan=True)]
+        if diffs:
+            record.update(outcome=execute.FAIL, reason="the resumed run differs from the uninterrupted run in "
+                          + ", ".join(diffs[:5]), first_divergence={"clause": "CAME-STATE-5", "step": half + 1})
+        for sid in (whole, first, second):
+            p.call("close", sid)
+    except _Refused as refused:
+        reply = refused.args[0]
+        outcome = execute.NOT_APPLICABLE if reply[0] == "not_applicable" else execute.FAIL
+        record.update(outcome=outcome, reason=f"save/resume: {reply[1]}: {reply[2] if len(reply) > 2 else ''}",
+                      first_divergence={"clause": "CAME-STATE-5", "step": half})
     except execute.TargetFailure as exc:
         record.update(outcome=execute.ERROR, reason=str(exc))
     record["seconds"] = round(time.perf_counter() - started, 4)
-    record["requires"] = ["save_restore"]
     return record
+
+
+class _Refused(Exception):
+    """A target request that did not answer "ok"."""
+
+
+def tier0_case(info) -> TrajectoryCase:
+    """The plainest case of the target's profile: defaults, one matrix and one vector, three steps."""
+    dtype = "float32" if "float32" in info.dtypes else info.dtypes[0]
+    shapes = [(3, 4), (4,)]
+    params = [round_to(dtype, param_values(s)) for s in shapes]
+    grads = [[round_to(dtype, (param_values(s) + k) / 8.0) for s in shapes] for k in range(1, 4)]
+    return TrajectoryCase("tier0", info.profile, Hyperparameters.defaults(info.profile), params, grads, dtype,
+                          flags=("Tier0",), clauses=("CAME-HP-1",), source="tier 0")
+
+
+def _run_variant(target, variant, variants, fixtures, cfg, sink, progress) -> None:
+    """Every source for one execution variant.
+
+    Tier 0 first: a variant that cannot take one step of the plainest case (it raises, or dies)
+    blocks its numeric cases, which would only repeat that failure; its error cases still run.
+    """
+    info = target.info
+    tier0 = _run(target, tier0_case(info), variant, sink)
+    blocked = tier0["outcome"] == execute.ERROR or "raised" in (tier0.get("first_divergence") or {}).get("note", "")
+    sink.add(tier0)
+    if blocked:
+        sink.add({"id": f"blocked-{variant}", "kind": "blocked", "variant": variant, "source": "tier 0", "flags": [],
+                  "clauses": ["CAME-HP-1"], "dtype": None, "outcome": "blocked",
+                  "reason": f"tier 0 failed ({tier0['reason'][:300]}); fixture and Hypothesis trajectories and "
+                            f"resume checks of this variant were not run"})
+    else:
+        progress(f"fixtures: {len(fixtures['trajectory'])} trajectories")
+        for case in fixtures["trajectory"]:
+            sink.add(_run(target, case, variant, sink))
+    # Construction is the same Python call in every execution variant: construction-phase
+    # error cases run once, on the first variant; step-phase ones run on every variant.
+    phases = ("construction", "step") if variant == variants[0] else ("step",)
+    if "errors" in cfg.sources:
+        progress(f"error vectors ({', '.join(phases)} phase)")
+        for case in fixtures["error"]:
+            if case.profile == info.api and case.phase in phases:
+                sink.add(_run(target, case, variant, sink))
+    if "hypothesis" in cfg.sources and not blocked:
+        progress(f"hypothesis trajectories: {cfg.examples} examples")
+        _trajectory_property(target, variant, sink, cfg)
+    if "hypothesis-errors" in cfg.sources:
+        progress("hypothesis invalid arguments")
+        for clause in contract.clauses_for(info.api):
+            for argument in clause.arguments if clause.phase in phases else ():
+                _error_property(target, variant, sink, cfg, clause, argument)
+    if "resume" in cfg.sources and "save_restore" in info.options and not blocked:
+        resumable = [c for c in fixtures["trajectory"] if c.kwargs is None and c.profile == info.profile
+                     and c.dtype in info.dtypes and not c.requires() - set(info.options)]
+        for case in _one_per_dtype(resumable):
+            sink.add(_resume(target, case, variant))
 
 
 def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
@@ -210,29 +280,8 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
         else:
             fixtures = fixture_cases(info.profile, info.dtypes) if "fixtures" in cfg.sources else {"trajectory": [], "error": []}
             for variant in variants:
-                progress(f"[{spec.name}/{variant}] fixtures: {len(fixtures['trajectory'])} trajectories, "
-                         f"{len(fixtures['error'])} error vectors")
-                for case in fixtures["trajectory"]:
-                    sink.add(_run(target, case, variant, sink))
-                # Construction is the same Python call in every execution variant: construction-phase
-                # error cases run once, on the first variant; step-phase ones run on every variant.
-                phases = ("construction", "step") if variant == variants[0] else ("step",)
-                if "errors" in cfg.sources:
-                    for case in fixtures["error"]:
-                        if case.profile == info.api and case.phase in phases:
-                            sink.add(_run(target, case, variant, sink))
-                if "hypothesis" in cfg.sources:
-                    progress(f"[{spec.name}/{variant}] hypothesis trajectories: {cfg.examples} examples")
-                    _trajectory_property(target, variant, sink, cfg)
-                if "hypothesis-errors" in cfg.sources:
-                    progress(f"[{spec.name}/{variant}] hypothesis invalid arguments")
-                    for clause in contract.clauses_for(info.api):
-                        for argument in clause.arguments if clause.phase in phases else ():
-                            _error_property(target, variant, sink, cfg, clause, argument)
-                if "resume" in cfg.sources and "save_restore" in info.options:
-                    for case in [c for c in fixtures["trajectory"] if c.dtype in info.dtypes][:3]:
-                        if not (case.requires() - set(info.options)):
-                            sink.add(_resume(target, case, variant, sink))
+                _run_variant(target, variant, variants, fixtures, cfg, sink,
+                             lambda m, v=variant: progress(f"[{spec.name}/{v}] {m}"))
     except StopRun:
         pass
     except execute.TargetFailure as exc:  # the target could not even describe itself

@@ -7,6 +7,7 @@ are drawn per error-contract clause.  Every draw is labelled so a shrunk example
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -84,9 +85,9 @@ def trajectory_cases(draw, profile: str, dtypes: tuple[str, ...], options: froze
         param_shapes = [s if s else (1,) for s in param_shapes]
     hp = draw(hyperparameters(profile, options), label="hyperparameters")
     if "groups" in options and count > 1 and draw(st.booleans(), label="groups"):
-        hp = Hyperparameters(**{**hp.__dict__, "groups": (
+        hp = dataclasses.replace(hp, groups=(
             Group((0,), learning_rate=None if hp.relative_step else LearningRate.constant(0.05),
-                  weight_decay=0.01 if "weight_decay" in options else None),)})
+                  weight_decay=0.01 if "weight_decay" in options else None),))
     seed = draw(st.integers(0, 2 ** 32 - 1), label="seed")
     scales = [10.0 ** draw(st.integers(-12, 4), label=f"grad scale {k + 1}") for k in range(steps)]
     params = [arrays(s, 1.0, seed + i, dtype) for i, s in enumerate(param_shapes)]
@@ -119,4 +120,5 @@ def invalid_argument(clause_id: str, argument: str):
         ("CAME-ERR-23", "weight_decay"): st.builds(encode_float, negative),
         ("CAME-ERR-13", None): st.one_of(st.integers(0, 1), st.none(), st.text(max_size=2)),
     }
-    return table.get((clause_id, argument)) or table.get((clause_id, None))
+    found = table.get((clause_id, argument))
+    return found if found is not None else table.get((clause_id, None))

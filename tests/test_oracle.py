@@ -222,7 +222,8 @@ def _compare(stats, closed, ref_trace, values, bounds, shape, hp, where):
 
 def test_every_quantity_within_its_running_error_bound():
     """CAME-STEP-1 … CAME-STEP-12, CAME-STEP-3V, CAME-STEP-4V, CAME-STEP-9V, CAME-DEF-1 … CAME-DEF-3:
-    every traced float64 value is within the derived first-order error bound of the exact value."""
+    every traced float64 value is within the derived first-order error bound of the exact value, i.e. the
+    reference rounds like a float64 evaluation of the clauses in their written order (CAME-DTYPE-1)."""
     out = run_all()
     assert out["steps"] == 2 * CONFIGS_PER_PROFILE * STEPS * len(SHAPES)
     bad = {name: s["violations"][:3] for name, s in out["stats"].items() if s["violations"]}

@@ -165,5 +165,4 @@ class MutantAdapter:
     def construct(self, kwargs, variant) -> Session:
         if variant != "default":
             raise NotApplicable(f"variant {variant!r}")
-        cls = port.Came if self.profile == "mindformers" else port.CAME
-        return Session(cls(**kwargs, bugs=self.bugs))
+        return Session(port.constructor(self.profile, self.bugs)(**kwargs))

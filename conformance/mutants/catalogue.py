@@ -25,7 +25,7 @@ class Mutant:
 FAMILIES = (
     "state shapes and axes", "epsilon placement", "beta2 schedule", "clipping", "first moment", "instability",
     "instability statistics", "confidence-scaled update", "1-D path", "higher-rank tensors", "weight decay",
-    "learning rate", "options", "state precision", "step counter", "error contract",
+    "learning rate", "options", "state precision", "step counter", "documented defaults", "error contract",
 )
 
 
@@ -145,7 +145,30 @@ MUTANTS: tuple[Mutant, ...] = (
        clauses=("CAME-STATE-5", "CAME-ZERO-1")),
     _m("checkpoint-drops-step", "step counter", "the checkpoint omits the global step: a resumed run restarts at t = 1",
        clauses=("CAME-STATE-5",)),
+    # --- more shapes, options and degenerate cases ---
+    _m("rank0-skipped", "1-D path", "0-D parameters skipped like empty ones (\"nothing to factor\")",
+       clauses=("CAME-STATE-3",)),
+    _m("vector-no-clip", "1-D path", "update clipping applied on the factored path only", clauses=("CAME-STEP-5",)),
+    _m("zero-size-not-skipped", "state shapes and axes",
+       "zero-size parameters go through the step: empty means become NaN statistics", clauses=("CAME-ZERO-1",)),
+    _m("compression-uses-unrounded", "options",
+       "compression stores exp_avg_sq in float16 but the step uses the unrounded value", clauses=("CAME-OPT-5",)),
+    _m("wd-unscaled-lr", "weight decay", "weight decay multiplied by η_t, not by the parameter-scaled η_eff",
+       clauses=("CAME-STEP-11", "CAME-OPT-1")),
+    _m("scale-parameter-eps1", "options", "scale_parameter floors RMS(θ) with eps1 instead of eps[1]",
+       clauses=("CAME-OPT-1", "CAME-STEP-10")),
+    _m("factor-nan-guarded", "confidence-scaled update",
+       "statistics clamped to 1e-30 before rsqrt, hiding the documented 0/0 = NaN of β = 1",
+       clauses=("CAME-DEF-3", "CAME-NONFINITE-1")),
+    # --- documented defaults ---
+    _m("default-beta3-paper-value", "documented defaults", "Came's default beta3 = 0.9999 (came-pytorch's) "
+       "instead of 0.99", clauses=("CAME-HP-3",)),
+    _m("paper-default-eps-swapped", "documented defaults", "CAME's default eps written (1e-16, 1e-30)",
+       profile="paper", clauses=("CAME-HP-2",)),
     # --- error contract ---
+    _m("gradient-shape-unchecked", "error contract",
+       "a gradient with the parameter's element count but another shape is silently reshaped",
+       clauses=("CAME-ERR-S2",)),
     _m("beta3-unchecked", "error contract", "beta3's range is never checked", clauses=("CAME-ERR-10",)),
     _m("range-error-typeerror", "error contract", "range errors of [0, 1] arguments raise TypeError, not ValueError",
        clauses=("CAME-ERR-10",)),

@@ -55,8 +55,14 @@ SWITCHES = frozenset({
     "state-float32",
     # the step counter (CAME-STATE-5) and checkpoints
     "step-counter-frozen", "step-from-first-param", "checkpoint-drops-step",
+    # more shapes: 0-D and zero-size parameters (CAME-STATE-3, CAME-ZERO-1)
+    "rank0-skipped", "zero-size-not-skipped", "vector-no-clip",
+    # more options and degenerate cases
+    "compression-uses-unrounded", "wd-unscaled-lr", "scale-parameter-eps1", "factor-nan-guarded",
+    # documented defaults (CAME-HP-2, CAME-HP-3)
+    "default-beta3-paper-value", "paper-default-eps-swapped",
     # the error contract (CAME-ERR-*)
-    "beta3-unchecked", "range-error-typeerror", "beta1-rejects-one", "beta1-accepts-above-one",
+    "gradient-shape-unchecked", "beta3-unchecked", "range-error-typeerror", "beta1-rejects-one", "beta1-accepts-above-one",
     "eps-zero-allowed", "message-without-name", "loss-scale-float-rejected", "int-accepted-as-float",
     "paper-lr-negative-accepted", "clip-threshold-unchecked", "flag-int-accepted",
 })
@@ -339,6 +345,10 @@ class _CameBase:
             scale = row.mean()
         else:
             scale = row.mean(axis=-1, keepdims=True)
+        if "factor-nan-guarded" in self.bugs:  # "avoid NaN": statistics clamped before rsqrt
+            tiny = 1e-30
+            row, col = np.maximum(row, tiny), np.maximum(col, tiny)
+            scale = np.maximum(scale, tiny)
         r, c = self._expand(row / scale, col, shape)
         if eps_after_sqrt:
             return 1.0 / (np.sqrt(r * c) + eps_after_sqrt)
@@ -379,6 +389,8 @@ class _CameBase:
             g = np.asarray(g)
             if g.dtype.kind != "f":
                 raise TypeError(f"For '{self.name}', gradients[{i}] must be a floating-point tensor, got {g.dtype}.")
+            if g.shape != p.shape and "gradient-shape-unchecked" in self.bugs and g.size == p.data.size:
+                g = g.reshape(p.shape)  # "same number of elements": silently reshaped
             if g.shape != p.shape:
                 raise ValueError(f"For '{self.name}', gradients[{i}] has shape {g.shape}, but its parameter "
                                  f"{p.name!r} has shape {p.shape}.")
@@ -402,8 +414,10 @@ class _CameBase:
     # ---- one parameter (CAME-STEP-1 … CAME-STEP-12) ----
     def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict, lr: float, beta2: float) -> None:
         bugs = self.bugs
-        if p.data.size == 0:
+        if p.data.size == 0 and "zero-size-not-skipped" not in bugs:
             return  # CAME-ZERO-1
+        if p.data.ndim == 0 and "rank0-skipped" in bugs:
+            return  # "scalars have nothing to factor": skipped like empty tensors
         if "step-from-first-param" in bugs:
             state["step"] += 1
         eps1, eps_insta = self.eps1, self.eps_insta
@@ -440,8 +454,10 @@ class _CameBase:
             v += (1.0 - beta2) * update
             if "eps1-after-ema" in bugs:
                 v += eps1
+            v_used = v.copy() if "compression-uses-unrounded" in bugs else v
             if self.compression and "compression-wrong-state" not in bugs:
                 v[...] = v.astype(np.float16)  # CAME-OPT-5: stored in float16, used as stored
+            v = v_used
             if "eps1-after-sqrt" in bugs:
                 u = grad / (np.sqrt(v) + eps1)
             elif "vector-eps-outside-sqrt" in bugs:
@@ -449,7 +465,9 @@ class _CameBase:
             else:
                 u = grad / np.sqrt(v)  # CAME-STEP-4V
         unclipped = u
-        if "clip-rms-last-axis" in bugs and u.ndim >= 1:
+        if "vector-no-clip" in bugs and not factored:
+            rms = 0.0
+        elif "clip-rms-last-axis" in bugs and u.ndim >= 1:
             rms = np.sqrt(np.mean(u * u, axis=-1, keepdims=True))
         else:
             rms = self._rms(u)  # CAME-STEP-5
@@ -501,13 +519,16 @@ class _CameBase:
             direction = m  # CAME-STEP-9V
 
         theta = p.data
+        lr_decay = lr
         if self.scale_parameter:  # CAME-STEP-10, CAME-OPT-1
             source = grad if "scale-parameter-grad-rms" in bugs else theta
             if "scale-parameter-new-theta" in bugs:
                 source = theta - lr * direction
-            lr = lr * max(self.eps_scale, self._rms(source))
+            floor = self.eps1 if "scale-parameter-eps1" in bugs else self.eps_scale
+            lr = lr * max(floor, self._rms(source))
+            lr_decay = lr_decay if "wd-unscaled-lr" in bugs else lr
         decoupled = weight_decay != 0.0 and "wd-coupled" not in bugs
-        decay = weight_decay if "wd-not-times-lr" in bugs else lr * weight_decay
+        decay = weight_decay if "wd-not-times-lr" in bugs else lr_decay * weight_decay
         if decoupled and "wd-after-update" not in bugs:
             theta = theta - decay * theta  # CAME-STEP-11
         theta = theta - lr * direction  # CAME-STEP-12
@@ -534,6 +555,24 @@ class _CameBase:
         for p, state, value in zip(self.parameters(), data["state"], data["params"]):
             self.state[id(p)] = {k: np.array(v, dtype=F64) for k, v in state.items()}
             p.data = np.array(value, dtype=F64)
+
+
+#: Bug switches that change a documented default: the keyword and the port author's value.
+WRONG_DEFAULTS = {
+    "default-beta3-paper-value": ("mindformers", "beta3", 0.9999),  # came-pytorch's β3 copied
+    "paper-default-eps-swapped": ("paper", "eps", (1e-16, 1e-30)),  # (ε_insta, ε1) order
+}
+
+
+def constructor(api: str, bugs: frozenset[str] = frozenset()):
+    """The documented constructor of ``api`` as this port ships it (its defaults included)."""
+    cls = Came if api == "mindformers" else CAME
+    wrong = {key: value for bug, (where, key, value) in WRONG_DEFAULTS.items() if bug in bugs and where == api}
+
+    def make(*args, **kwargs):
+        return cls(*args, **{**wrong, **kwargs}, bugs=bugs)
+
+    return make
 
 
 class Came(_CameBase):
