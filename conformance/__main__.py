@@ -19,13 +19,15 @@ def main(argv=None) -> int:
                      help="Hypothesis trajectory examples per variant")
     run.add_argument("--error-examples", type=int, default=runner.Settings.error_examples)
     run.add_argument("--timeout", type=float, default=runner.Settings.timeout, help="seconds per target request")
+    run.add_argument("--shrink-seconds", type=float, default=runner.Settings.shrink_seconds,
+                     help="wall-time budget for shrinking one Hypothesis failure")
     run.add_argument("--variant", action="append", help="run only this execution variant (repeatable)")
     run.add_argument("--case-file", help="replay one saved case (reports/<target>/cases/<id>.json)")
     run.add_argument("--sources", help="comma-separated subset of " + ",".join(runner.Settings.sources))
     args = parser.parse_args(argv)
 
     cfg = runner.Settings(seed=args.seed, examples=args.examples, error_examples=args.error_examples,
-                          timeout=args.timeout, variants=tuple(args.variant) if args.variant else None,
+                          timeout=args.timeout, shrink_seconds=args.shrink_seconds, variants=tuple(args.variant) if args.variant else None,
                           case_file=args.case_file,
                           sources=tuple(args.sources.split(",")) if args.sources else runner.Settings.sources)
     out = Path(args.out or f"reports/{args.target.replace(':', '-')}")
