@@ -14,8 +14,7 @@ from conformance import compare
 from conformance.cases import ErrorCase, TrajectoryCase, to_json
 from conformance.protocol import Snapshot
 from conformance.worker import TargetFailure, TargetProcess
-from reference import optimizer
-from reference.dtypes import round_to
+from fixtures.generate import run as reference_run
 from reference.step import init_state
 
 PASS, FAIL, NOT_APPLICABLE, ERROR = "pass", "fail", "not_applicable", "error"
@@ -70,18 +69,6 @@ def run_case(target: Target, case, variant: str) -> dict:
     return record
 
 
-def _reference_trajectory(case: TrajectoryCase):
-    """The uninterrupted reference run, parameters rounded to the case dtype (CAME-DTYPE-2)."""
-    params = [np.asarray(p, np.float64) for p in case.params]
-    state = optimizer.init(params, case.hp)
-    out = []
-    for grads in case.grads:
-        result = optimizer.update(grads, state, params, case.hp)
-        params, state = [round_to(case.dtype, p) for p in result.params], result.state
-        out.append((params, list(state.tensors)))
-    return out
-
-
 def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
     p = target.process
     if case.kwargs is not None:  # an api case: the documented constructor
@@ -95,7 +82,7 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
                        first_divergence={"step": 0, "clause": "CAME-HP-1", "note": "construction failed"})
     sid = reply[1]
     try:
-        reference = _reference_trajectory(case)
+        reference = [(s["params"], s["state"]) for s in reference_run(case.hp, case.params, case.grads, case.dtype)]
         prev = Snapshot([np.asarray(x, np.float64) for x in case.params],
                         [init_state(np.shape(x)) for x in case.params], 0)
         steps, first, regimes = [], None, set()

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from conformance.arguments import encode_float
 from conformance.cases import TrajectoryCase, content_id, to_json
+from fixtures.generate import derive_flags, numeric_clauses, run as reference_run
 from reference.dtypes import round_to
 from reference.hyperparams import Group, Hyperparameters, LearningRate
 
@@ -93,7 +94,9 @@ def trajectory_cases(draw, profile: str, dtypes: tuple[str, ...], options: froze
     params = [arrays(s, 1.0, seed + i, dtype) for i, s in enumerate(param_shapes)]
     grads = [[arrays(s, scales[k], seed + 1000 * (k + 1) + i, dtype) * hp.loss_scale
               for i, s in enumerate(param_shapes)] for k in range(steps)]
-    case = TrajectoryCase("", profile, hp, params, grads, dtype=dtype, source="hypothesis")
+    flags = derive_flags(hp, params, reference_run(hp, params, grads, dtype), dtype)  # the fixtures' vocabulary
+    case = TrajectoryCase("", profile, hp, params, grads, dtype=dtype, flags=tuple(sorted(flags)),
+                          clauses=tuple(sorted(numeric_clauses(hp, flags, params))), source="hypothesis")
     case.id = "h-" + content_id(to_json(case))
     return case
 
