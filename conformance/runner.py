@@ -158,7 +158,12 @@ def _trajectory_property(target, variant, sink, cfg):
 
 
 def _one_per_dtype(cases: list) -> list:
-    return list({c.dtype: c for c in reversed(cases)}.values())
+    """Per dtype, the case that needs the fewest options (the plainest start for a resume check)."""
+    best: dict = {}
+    for c in cases:
+        if c.dtype not in best or (len(c.requires()), c.id) < (len(best[c.dtype].requires()), best[c.dtype].id):
+            best[c.dtype] = c
+    return list(best.values())
 
 
 def _resume(target, case, variant) -> dict:

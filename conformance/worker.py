@@ -105,7 +105,8 @@ def serve(spec: str) -> None:
         except NotApplicable as exc:
             reply = ("not_applicable", str(exc))
         except BaseException as exc:  # noqa: BLE001 - the target's own errors are data here
-            reply = ("raised", type(exc).__name__, str(exc), traceback.format_exc(limit=8))
+            reply = ("raised", type(exc).__name__, str(exc), traceback.format_exc(limit=8),
+                     [c.__name__ for c in type(exc).__mro__])
         _write_frame(channel, reply)
 
 

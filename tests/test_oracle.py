@@ -155,7 +155,8 @@ def gradient(rng: np.random.Generator, shape, hp: Hyperparameters) -> np.ndarray
 @functools.lru_cache(maxsize=None)
 def run_all() -> dict:
     """Run every case; return, per quantity, the worst ulps, the worst error/bound ratio and the details."""
-    stats = {name: {"ulps": 0.0, "ratio": 0.0, "bound_ulps": 0.0, "where": None, "violations": []} for name in ORDER}
+    stats = {name: {"ulps": 0.0, "ratio": 0.0, "bound_ulps": 0.0, "where": None, "count": 0, "violations": []}
+             for name in ORDER}
     closed = {name: {"ulps": 0.0, "bound": 0.0, "violations": []} for name in SIGN_DEFINITE}
     n_steps = 0
     t0 = time.perf_counter()
@@ -199,6 +200,7 @@ def _compare(stats, closed, ref_trace, values, bounds, shape, hp, where):
             allowed = b * U64 * FIRST_ORDER_SLACK + abs(x) * ORACLE_REL
             ulps = float(err / mpf(float(spacing[idx])))
             s = stats[name]
+            s["count"] += 1
             if ulps > s["ulps"]:
                 s["ulps"], s["where"] = ulps, (*where, idx)
             s["bound_ulps"] = max(s["bound_ulps"], float(b * U64 / mpf(float(spacing[idx]))))
@@ -242,7 +244,7 @@ def test_sign_definite_quantities_within_closed_form_ulps():
 def test_every_quantity_and_option_was_exercised():
     """CAME-OPT-1, CAME-OPT-2, CAME-OPT-3, CAME-OPT-4, CAME-OPT-5, CAME-STEP-11: the cases cover the options."""
     stats = run_all()["stats"]
-    assert all(s["where"] is not None for s in stats.values()), {n: s["where"] for n, s in stats.items()}
+    assert all(s["count"] > 0 for s in stats.values()), {n: s["count"] for n, s in stats.items()}
     hps = [random_hyperparameters(p, np.random.default_rng([2023, k, j]), k)
            for j, p in enumerate(("paper", "mindformers")) for k in range(CONFIGS_PER_PROFILE)]
     assert any(h.scale_parameter for h in hps) and any(h.compression for h in hps)
@@ -280,14 +282,14 @@ def test_runtime_budget():
 
 def table() -> str:
     out = run_all()
-    lines = ["| quantity | measured worst (ulps) | closed-form bound (ulps) | worst error / running bound |",
-             "|---|---|---|---|"]
+    lines = ["| quantity | measured worst (ulps) | closed-form bound (ulps) | largest running bound (ulps) "
+             "| worst error / running bound |", "|---|---|---|---|---|"]
     for name in ORDER:
         s = out["stats"][name]
         c = out["closed"].get(name)
         closed = f"{c['bound']:.1f}" if c and c["bound"] else ("running bound only" if name not in SIGN_DEFINITE
                                                                 else "0 (exact)" if name == "lr_effective" else "-")
-        lines.append(f"| {name} | {s['ulps']:.3g} | {closed} | {s['ratio']:.3f} |")
+        lines.append(f"| {name} | {s['ulps']:.3g} | {closed} | {s['bound_ulps']:.3g} | {s['ratio']:.3f} |")
     lines.append(f"\n{out['steps']} parameter-steps in {out['seconds']:.1f} s")
     return "\n".join(lines)
 

@@ -223,6 +223,19 @@ def test_step_is_deterministic(inputs):
     assert all(same(a.state[k], b.state[k]) for k in a.state) and all(same(a.trace[k], b.trace[k]) for k in a.trace)
 
 
+@SETTINGS
+@given(step_inputs(shapes))
+def test_untraced_step_is_bitwise_the_traced_step(inputs):
+    """CAME-STEP-1 … CAME-STEP-12, CAME-ZERO-1: step(trace=False), which reuses work buffers, gives bitwise the
+    θ' and state of step(trace=True), and neither aliases its inputs."""
+    theta, grad, state, hp = inputs
+    traced, lean = run(theta, grad, state, hp), came_step.step(theta, grad, state, hp, trace=False)
+    assert lean.trace == {} and same(lean.theta, traced.theta)
+    assert all(same(lean.state[k], traced.state[k]) for k in traced.state)
+    for out in [lean.theta, *lean.state.values()]:
+        assert not any(np.shares_memory(out, inp) for inp in [theta, grad, *state.values()])
+
+
 # --- CAME-STEP-6 / 9V / 11 / 12 --------------------------------------------------------------------------------
 
 

@@ -80,7 +80,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _m("clip-threshold-multiplied", "clipping", "clip divisor max(1, RMS(U)·d): threshold multiplied",
        clauses=("CAME-STEP-5",)),
     # --- first moment ---
-    _m("beta1-swapped", "first moment", "m = (1−β1)·m + β1·Û: β1 and 1−β1 exchanged", clauses=("CAME-STEP-6",)),
+    _m("beta1-swapped", "first moment", "m = (1−β1)·m + β1·Û: β1 and 1−β1 exchanged",
+       clauses=("CAME-STEP-6",)),
     # --- instability ---
     _m("insta-old-m", "instability", "instability measured against the previous m, not the new one",
        clauses=("CAME-STEP-7",)),

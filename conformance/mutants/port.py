@@ -17,6 +17,7 @@ names them.  With no switch on, this port must pass the whole suite (the correct
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -62,8 +63,9 @@ SWITCHES = frozenset({
     # documented defaults (CAME-HP-2, CAME-HP-3)
     "default-beta3-paper-value", "paper-default-eps-swapped",
     # the error contract (CAME-ERR-*)
-    "gradient-shape-unchecked", "beta3-unchecked", "range-error-typeerror", "beta1-rejects-one", "beta1-accepts-above-one",
-    "eps-zero-allowed", "message-without-name", "loss-scale-float-rejected", "int-accepted-as-float",
+    "gradient-shape-unchecked", "beta3-unchecked", "range-error-typeerror", "beta1-rejects-one",
+    "beta1-accepts-above-one", "eps-zero-allowed", "message-without-name", "loss-scale-float-rejected",
+    "int-accepted-as-float",
     "paper-lr-negative-accepted", "clip-threshold-unchecked", "flag-int-accepted",
 })
 
@@ -253,14 +255,12 @@ class _CameBase:
     def _groups(self, params) -> list[dict]:
         if not isinstance(params, (list, tuple)):
             self.checks.type_error("params", "list of Parameter or of group dicts", params)
-        default: list[Parameter] = []
         groups: list[dict] = []
         for item in params:
             if isinstance(item, Parameter):
                 if not groups or groups[-1].get("_implicit") is not True:
                     groups.append({"params": [], "_implicit": True})
                 groups[-1]["params"].append(item)
-                default.append(item)
             elif isinstance(item, dict):
                 if "order_params" in item and self.profile == "mindformers":
                     continue  # CAME-GROUP-2: only orders the parameters
@@ -402,9 +402,11 @@ class _CameBase:
         t = self._step_number()
         beta2 = self._beta2(t)
         index = 0
-        with np.errstate(all="ignore"):  # CAME-NONFINITE-1: IEEE propagation, no checks
-            for group in self.param_groups:
-                lr = self._lr(group, t)
+        # CAME-NONFINITE-1: IEEE propagation, no checks, no warnings (means of empty axes included)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rates = [self._lr(group, t) for group in self.param_groups]  # an exhausted sequence raises first
+            for group, lr in zip(self.param_groups, rates):
                 for p in group["params"]:
                     self._update(p, grads[index], self.state[id(p)], group, lr, beta2)
                     index += 1
@@ -604,8 +606,8 @@ class Came(_CameBase):
         self.relative_step = c.bool_("relative_step", relative_step)
         self.warmup_init = c.bool_("warmup_init", warmup_init)
         self.compression = c.bool_("compression", compression)
-        if "loss-scale-float-rejected" in bugs and not (isinstance(loss_scale, int) and not isinstance(loss_scale, bool)):
-            c.type_error("loss_scale", "int", loss_scale)
+        if "loss-scale-float-rejected" in bugs and isinstance(loss_scale, float):
+            c.type_error("loss_scale", "int", loss_scale)  # "loss_scale (int)", as the documentation types it
         self.loss_scale = c.positive("loss_scale", c.number("loss_scale", loss_scale))
         if self.relative_step:
             if learning_rate is not None:

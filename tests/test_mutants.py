@@ -1,0 +1,308 @@
+"""Quick checks of the mutation machinery (docs/mutation.md): the port, the catalogue, the driver.
+
+- The port with no bug switch agrees with ``reference.optimizer`` within a few ulps, in both
+  profiles and with every option (CAME-STEP-1 … CAME-STEP-12, CAME-OPT-1 … CAME-OPT-5).
+- Every catalogue entry changes behaviour on some probe (numbers, state, or the error raised),
+  so no mutant is trivially equivalent and a surviving one is a gap of the suite.
+- The catalogue has at least 30 entries and covers every family; every switch is used.
+- ``mutant:NAME`` resolves to a working adapter; the driver runs end to end on one mutant.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import conformance.mutants as mutants
+from conformance.mutants import catalogue, port
+from conformance.mutants.adapter import MutantAdapter
+from conformance.protocol import Snapshot
+from reference import optimizer
+from reference.hyperparams import Group, Hyperparameters, LearningRate
+
+RNG_SEED = 20230707
+
+
+def _arrays(shapes, seed, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s) * scale for s in shapes]
+
+
+def _grads(shapes, steps, seed, scale=1.0, loss_scale=1.0):
+    return [[g * loss_scale for g in _arrays(shapes, seed + 1000 * (k + 1), scale)] for k in range(steps)]
+
+
+# --------------------------------------------------------------------------------------------
+# Probes: trajectories (canonical hyperparameters through the adapter's ``open``)
+# --------------------------------------------------------------------------------------------
+
+def _mf(**kw):
+    return Hyperparameters.defaults("mindformers", **kw)
+
+
+def _paper(**kw):
+    return Hyperparameters.defaults("paper", **kw)
+
+
+MIXED = ((3, 4), (4,), (), (2, 3, 4))
+TRAJECTORY_PROBES = {
+    # name: (hp, shapes, steps, grad scale, param scale)
+    "mf-mixed": (_mf(learning_rate=LearningRate.constant(0.05), beta1=0.8, beta3=0.9, clip_threshold=0.1,
+                     eps1=1e-8, weight_decay=0.1), MIXED, 4, 1.0, 1.0),
+    "mf-square": (_mf(learning_rate=LearningRate.constant(0.05), clip_threshold=0.5, weight_decay=0.1),
+                  ((4, 4), (2, 3, 3)), 4, 1.0, 1.0),
+    "mf-groups": (_mf(learning_rate=LearningRate.constant(0.05), weight_decay=0.01,
+                      groups=(Group((0,), LearningRate.constant(0.02), 0.3),)), ((3, 4), (4,)), 3, 1.0, 1.0),
+    "mf-sequence": (_mf(learning_rate=LearningRate.sequence([0.01 * (1 + k) for k in range(8)])),
+                    ((3, 4), (4,)), 3, 1.0, 1.0),
+    "mf-schedule": (_mf(learning_rate=LearningRate.exponential(0.05, 0.5)), ((3, 4), (4,)), 3, 1.0, 1.0),
+    "mf-scale-parameter": (_mf(learning_rate=LearningRate.constant(0.05), scale_parameter=True,
+                               weight_decay=0.2), ((3, 4), (4,)), 3, 1.0, 1e-5),
+    "mf-relative-step": (_mf(learning_rate=None, relative_step=True), ((3, 4), (4,)), 3, 1.0, 1.0),
+    "mf-warmup-init": (_mf(learning_rate=None, relative_step=True, warmup_init=True), ((3, 4), (4,)), 3, 1.0, 1.0),
+    "mf-compression": (_mf(learning_rate=LearningRate.constant(0.05), compression=True, beta1=0.5),
+                       ((5,), ()), 4, 1.0, 1.0),
+    "mf-loss-scale": (_mf(learning_rate=LearningRate.constant(0.05), loss_scale=1024.0), ((3, 4), (4,)), 3,
+                      1e-6, 1.0),
+    "mf-zero-size-first": (_mf(learning_rate=LearningRate.constant(0.05)), ((0, 3), (3, 4), (4,)), 3, 1.0, 1.0),
+    "mf-beta3-one": (_mf(learning_rate=LearningRate.constant(0.05), beta3=1.0), ((3, 4),), 2, 1.0, 1.0),
+    "mf-beta1-zero": (_mf(learning_rate=LearningRate.constant(0.05), beta1=0.0), ((3, 4),), 2, 1.0, 1.0),
+    "paper-mixed": (_paper(learning_rate=LearningRate.constant(0.05), beta1=0.8, beta2=0.99, beta3=0.9,
+                           clip_threshold=0.1, eps1=1e-8, weight_decay=0.1), MIXED, 4, 1.0, 1.0),
+    "paper-tiny-clip": (_paper(learning_rate=LearningRate.constant(0.05), clip_threshold=1e-3), ((3, 4), (4,)), 3,
+                        1.0, 1.0),
+}
+
+
+def _run_probe(bugs, name):
+    """What a port with ``bugs`` does on a probe: its snapshots, or the error it raises."""
+    hp, shapes, steps, grad_scale, param_scale = TRAJECTORY_PROBES[name]
+    params = _arrays(shapes, RNG_SEED, param_scale)
+    grads = _grads(shapes, steps, RNG_SEED, grad_scale, hp.loss_scale)
+    adapter = MutantAdapter("probe", hp.profile, bugs)
+    try:
+        session = adapter.open(hp, params, "float64", "default")
+        snaps = []
+        for g in grads:
+            session.step(g)
+            snaps.append(session.read())
+        return snaps
+    except Exception as exc:  # noqa: BLE001 - a raise is a behaviour too
+        return ("raised", type(exc).__name__)
+
+
+def _snapshots_differ(a, b) -> bool:
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return a != b
+    for x, y in zip(a, b):
+        arrays = list(zip(x.params, y.params))
+        for s, r in zip(x.state, y.state):
+            if set(s) != set(r):
+                return True
+            arrays += [(s[k], r[k]) for k in s]
+        for u, v in arrays:
+            if np.shape(u) != np.shape(v) or not np.array_equal(np.isnan(u), np.isnan(v)):
+                return True
+            with np.errstate(all="ignore"):
+                err = np.abs(np.asarray(u) - np.asarray(v))
+                scale = np.maximum(np.abs(u), np.abs(v))
+                err = np.where(np.isnan(u) | (u == v), 0.0, err)
+            if np.any(err > 1e-9 * scale + 1e-300):
+                return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# Probes: documented constructors, gradients and checkpoints
+# --------------------------------------------------------------------------------------------
+
+def _params():
+    return [port.Parameter(np.ones((3, 4)) * 0.5, "w"), port.Parameter(np.ones(4) * 0.25, "b")]
+
+
+MF_CALLS = [dict(learning_rate=0.01), dict(learning_rate=0.01, beta1=1.0), dict(learning_rate=0.01, beta1=1.00000005),
+            dict(learning_rate=0.01, beta3=1.5), dict(learning_rate=0.01, decay_rate=2.0),
+            dict(learning_rate=0.01, eps=(0.0, 1e-3, 1e-16)), dict(learning_rate=0.01, loss_scale=2.0),
+            dict(learning_rate=0.01, beta1=1), dict(learning_rate=0.01, scale_parameter=1),
+            dict(learning_rate=0.01, clip_threshold=-1.0)]
+PAPER_CALLS = [dict(lr=0.01), dict(lr=-1.0), dict(lr=0.01, clip_threshold=-1.0), dict(lr=0.01, betas=(0.9, 0.999, 2.0))]
+
+
+def _construct(bugs, api, kwargs):
+    try:
+        port.constructor(api, bugs)(_params(), **kwargs)
+        return "ok"
+    except Exception as exc:  # noqa: BLE001
+        names = [k for k in kwargs if re.search(rf"\b{k}\b", str(exc))]
+        return (type(exc).__name__, tuple(names))
+
+
+def _defaults_and_gradients(bugs, api):
+    """Documented defaults (only the learning rate given), then a gradient of the wrong shape."""
+    make = port.constructor(api, bugs)
+    optim = make(_params(), **({"learning_rate": 0.01} if api == "mindformers" else {"lr": 0.01}))
+    grads = _grads(((3, 4), (4,)), 2, RNG_SEED, 1e-9)  # G² ~ 1e-18: the ε's matter
+    out = []
+    for g in grads:
+        optim.step(g)
+        out.append([p.data.copy() for p in optim.parameters()])
+    try:
+        optim.step([np.ones((4, 3)), np.ones(4)])
+        out.append("accepted a (4, 3) gradient for a (3, 4) parameter")
+    except Exception as exc:  # noqa: BLE001
+        out.append(type(exc).__name__)
+    return out
+
+
+def _resumed(bugs):
+    """Two steps, checkpoint, restore into a fresh optimizer, two more steps (CAME-STATE-5)."""
+    grads = _grads(((3, 4), (4,)), 4, RNG_SEED)
+    first = port.Came(_params(), learning_rate=0.01, bugs=bugs)
+    for g in grads[:2]:
+        first.step(g)
+    second = port.Came(_params(), learning_rate=0.01, bugs=bugs)
+    second.load_state_dict(first.state_dict())
+    for g in grads[2:]:
+        second.step(g)
+    return [p.data.copy() for p in second.parameters()]
+
+
+def _differs(a, b) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.shape(a) != np.shape(b) or not np.allclose(a, b, rtol=1e-9, atol=0, equal_nan=True)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return any(_differs(x, y) for x, y in zip(a, b))
+    return a != b
+
+
+def witnesses(bugs) -> list[str]:
+    """The probes on which a port with ``bugs`` behaves differently from the correct port."""
+    found = [name for name in TRAJECTORY_PROBES if _snapshots_differ(_run_probe(bugs, name),
+                                                                    _run_probe(frozenset(), name))]
+    for api, calls in (("mindformers", MF_CALLS), ("paper", PAPER_CALLS)):
+        for kwargs in calls:
+            if _construct(bugs, api, kwargs) != _construct(frozenset(), api, kwargs):
+                found.append(f"{api} constructor {kwargs}")
+        if _differs(_defaults_and_gradients(bugs, api), _defaults_and_gradients(frozenset(), api)):
+            found.append(f"{api} defaults and gradient shape")
+    if _differs(_resumed(bugs), _resumed(frozenset())):
+        found.append("checkpoint and resume")
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# The correct port agrees with the reference
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(n for n in TRAJECTORY_PROBES if n != "mf-beta3-one"))
+def test_correct_port_agrees_with_the_reference(name):
+    """No switch: the port's parameters and state match reference.optimizer to a few ulps."""
+    hp, shapes, steps, grad_scale, param_scale = TRAJECTORY_PROBES[name]
+    params = _arrays(shapes, RNG_SEED, param_scale)
+    grads = _grads(shapes, steps, RNG_SEED, grad_scale, hp.loss_scale)
+    expected = optimizer.trajectory(params, grads, hp)
+    session = MutantAdapter("none", hp.profile).open(hp, params, "float64", "default")
+    for t, (g, want) in enumerate(zip(grads, expected), start=1):
+        session.step(g)
+        snap: Snapshot = session.read()
+        assert snap.step == t  # CAME-STATE-5: one shared counter
+        pairs = list(zip(snap.params, want.params))
+        for got_state, want_state in zip(snap.state, want.state.tensors):
+            assert set(got_state) == set(want_state)  # CAME-STATE-2, CAME-STATE-3
+            pairs += [(got_state[k], want_state[k]) for k in want_state]
+        for got, ref in pairs:  # normwise: cancellation in θ − η·λ·θ − η·Δ makes elementwise ulps moot
+            assert got.shape == ref.shape
+            if ref.size:
+                ulps = np.max(np.abs(got - ref)) / np.spacing(np.max(np.abs(ref)))
+                assert ulps <= 16, f"step {t}: {ulps:.3g} ulps (normwise) from the reference"
+
+
+def test_correct_port_keeps_the_documented_nan_of_beta3_one():
+    """β3 = 1 freezes R, C at 0 and F(R, C) = 0/0: the port gives NaN where the reference does."""
+    hp, shapes, steps, *_ = TRAJECTORY_PROBES["mf-beta3-one"]
+    params = _arrays(shapes, RNG_SEED)
+    grads = _grads(shapes, steps, RNG_SEED)
+    expected = optimizer.trajectory(params, grads, hp)[-1].params[0]
+    session = MutantAdapter("none", "mindformers").open(hp, params, "float64", "default")
+    for g in grads:
+        session.step(g)
+    assert np.isnan(expected).all() and np.isnan(session.read().params[0]).all()
+
+
+def test_correct_port_follows_the_error_contract():
+    """The port's constructors raise the contract's exception and name the argument (CAME-ERR-*)."""
+    assert _construct(frozenset(), "mindformers", dict(learning_rate=0.01, beta3=1.5)) == ("ValueError", ("beta3",))
+    assert _construct(frozenset(), "mindformers", dict(learning_rate=0.01, beta1=1)) == ("TypeError", ("beta1",))
+    assert _construct(frozenset(), "mindformers", dict(learning_rate=0.01, beta1=1.0)) == "ok"
+    assert _construct(frozenset(), "mindformers", dict(learning_rate=0.01, loss_scale=4)) == "ok"
+    assert _construct(frozenset(), "paper", dict(lr=-1.0)) == ("ValueError", ("lr",))
+    assert _construct(frozenset(), "paper", dict(lr=0.0)) == "ok"
+    with pytest.raises(TypeError, match="unexpected keyword"):  # CAME-ERR-6
+        port.Came(_params(), learning_rate=0.01, use_locking=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The catalogue
+# --------------------------------------------------------------------------------------------
+
+def test_catalogue_size_families_and_names():
+    names = [m.name for m in catalogue.MUTANTS]
+    assert len(names) >= 30
+    assert len(set(names)) == len(names)
+    assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", n) for n in names), "names are kebab-case"
+    assert {m.family for m in catalogue.MUTANTS} == set(catalogue.FAMILIES), "every family, and only those"
+    assert all(m.profile in ("mindformers", "paper") for m in catalogue.MUTANTS)
+    assert all(m.description and "\n" not in m.description for m in catalogue.MUTANTS)
+    assert all(m.clauses for m in catalogue.MUTANTS), "each mutant names the clauses it breaks"
+    used = set().union(*(m.switches for m in catalogue.MUTANTS))
+    assert used == set(port.SWITCHES), f"switches without a mutant: {sorted(set(port.SWITCHES) - used)}"
+    assert {c.name for c in catalogue.CONTROLS} == {"none", "none-paper"}
+    assert all(not c.switches for c in catalogue.CONTROLS)
+
+
+@pytest.mark.parametrize("mutant", catalogue.MUTANTS, ids=lambda m: m.name)
+def test_every_mutant_changes_behaviour(mutant):
+    """Not trivially equivalent: some probe tells the mutant from the correct port."""
+    assert witnesses(mutant.switches), f"{mutant.name}: behaves like the correct port on every probe"
+
+
+def test_unknown_switch_is_rejected():
+    with pytest.raises(KeyError):
+        port.Came(_params(), learning_rate=0.01, bugs=frozenset({"no-such-bug"}))
+
+
+# --------------------------------------------------------------------------------------------
+# Targets and the driver
+# --------------------------------------------------------------------------------------------
+
+def test_mutant_targets_resolve():
+    from conformance.targets import resolve
+
+    spec = resolve("mutant:clip-min")
+    module, _, attr = spec.factory.partition(":")
+    adapter = getattr(mutants, attr)()
+    info = adapter.describe()
+    assert (info.name, info.profile, info.api) == ("mutant:clip-min", "mindformers", "mindformers")
+    assert mutants.factory_none().describe().profile == "mindformers"
+    assert mutants.factory_none_paper().describe().profile == "paper"
+    assert mutants.factory_clip_min__paper().describe().profile == "paper"
+    with pytest.raises(AttributeError):
+        getattr(mutants, "factory_no_such_mutant")
+
+
+def test_driver_kills_one_mutant_and_passes_the_control(tmp_path):
+    """``python -m conformance.mutation`` end to end on a small budget (Hypothesis sources only)."""
+    from conformance import mutation
+
+    code = mutation.main(["--only", "clip-min,none", "--sources", "hypothesis", "--examples", "5", "--jobs", "1",
+                          "--out", str(tmp_path)])
+    doc = json.loads((tmp_path / "mutation.json").read_text())
+    assert code == 0
+    (m,) = doc["mutants"]
+    assert m["status"] == "killed" and m["killer"]["clause"].startswith("CAME-STEP-")
+    assert m["killer"]["source_kind"] in ("tier 0", "hypothesis (trajectory)") and m["cases_to_kill"] >= 1
+    (c,) = doc["controls"]
+    assert c["target"] == "mutant:none" and c["status"] == "pass"
+    assert "Mutation score: 1/1" in (tmp_path / "mutation.md").read_text()
