@@ -14,7 +14,7 @@ import numpy as np
 
 from conformance import tolerance
 from reference import step as came_step
-from reference.dtypes import FORMATS, ulp, unit_roundoff
+from reference.dtypes import FORMATS, round_to, ulp, unit_roundoff
 
 #: Computation order of the compared tensors (CAME-STEP-3 … CAME-STEP-12).
 ORDER = ("exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq", "exp_avg", "exp_avg_insta_row", "exp_avg_insta_col",
@@ -67,12 +67,15 @@ def check_tensor(step: int, param: int, name: str, target, reference, bound, dty
     with np.errstate(all="ignore"):
         err = np.abs(target - reference)
         special = _same_special(target, reference)
+        if dtype != "float64":  # CAME-DTYPE-2: beyond the dtype's range the stored value is +-inf
+            special |= np.isinf(target) & (target == round_to(dtype, reference))
         err = np.where(special, 0.0, err)
         err = np.where(np.isnan(err), np.inf, err)  # one side NaN only
         ratio = np.where(err == 0, 0.0, err / tol)
         ulps = err / ulp(dtype, reference)
         rel = err / np.maximum(np.abs(reference), np.finfo(np.float64).tiny)
-    bad = ratio > 1.0
+    bad = ~(ratio <= 1.0)  # a NaN ratio (NaN bound) fails instead of passing
+    bad |= ~(np.isfinite(target) & np.isfinite(reference)) & ~special  # CAME-NONFINITE-1: exact match
     ok = not bad.any()
     flat = int(np.argmax(bad.ravel())) if not ok else int(np.argmax(ratio.ravel()))
     index = [int(i) for i in np.unravel_index(flat, target.shape)]

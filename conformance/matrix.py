@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from conformance import report, runner
+from reference.dtypes import FORMATS
 
 #: Row -> how a record is attributed to it.  Failures go to the family of the clause of their
 #: first divergence; passes to every family their compared tensors and options exercise.
@@ -46,7 +47,8 @@ def family_of_clause(clause: str) -> str:
     return "confidence update"
 
 
-def families_of(record: dict, profile: str) -> set[str]:
+def families_of(record: dict, profile: str, widest: str = "float64") -> set[str]:
+    """Families a record speaks for; runs below the target's widest dtype go to "low precision"."""
     if record["kind"] == "error":
         return {"error contract"}
     if record["outcome"] in ("fail", "error", "expected_deviation"):
@@ -61,18 +63,20 @@ def families_of(record: dict, profile: str) -> set[str]:
             fams.add("clipping")
         if profile == "mindformers":
             fams.add("schedules")  # the β2_t schedule drives every mindformers step
-    if record.get("dtype") not in (None, "float64"):
+    if record.get("dtype") not in (None, widest):
         fams = {"low precision"}
     return fams
 
 
 def cells(doc: dict) -> dict[str, dict]:
     profile = (doc["info"] or {}).get("profile")
+    dtypes = (doc["info"] or {}).get("dtypes") or ["float64"]
+    widest = max(dtypes, key=lambda d: FORMATS[d][0])
     seen: dict[str, dict] = defaultdict(lambda: {"pass": 0, "deviations": set(), "unexpected": 0})
     for r in doc["records"]:
         if r["outcome"] in ("not_applicable", "blocked"):
             continue
-        for fam in families_of(r, profile):
+        for fam in families_of(r, profile, widest):
             cell = seen[fam]
             if r["outcome"] == "pass":
                 cell["pass"] += 1

@@ -153,6 +153,8 @@ def _markdown(doc: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for m in doc["mutants"]:
         k = m.get("killer") or {}
+        if m["status"] == "crashed":  # the suite itself raised: show where
+            k = {"source_kind": "suite crashed", "id": m["traceback"].strip().splitlines()[-1][:120]}
         check = k.get("tensor") or k.get("category") or k.get("kind") or ""
         if k.get("argument"):
             check += f" ({k['argument']})"

@@ -253,6 +253,9 @@ def _run_variant(target, variant, variants, fixtures, cfg, sink, progress) -> No
         for case in fixtures["error"]:
             if case.profile == info.api and case.phase in phases:
                 sink.add(_run(target, case, variant, sink))
+        if "construction" in phases:  # the other side of the contract: valid boundary values are accepted
+            for case in strategies.valid_boundary_cases(info.api, VALID_KWARGS[info.api]):
+                sink.add(_run(target, case, variant, sink))
     if "hypothesis" in cfg.sources and not blocked:
         progress(f"hypothesis trajectories: {cfg.examples} examples")
         _trajectory_property(target, variant, sink, cfg)

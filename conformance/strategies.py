@@ -125,3 +125,31 @@ def invalid_argument(clause_id: str, argument: str):
     }
     found = table.get((clause_id, argument))
     return found if found is not None else table.get((clause_id, None))
+
+
+#: Values on the closed side of each documented range (CAME-ERR-*): a target must accept them.
+#: (clause, argument, encoded value) per API (conformance.arguments).
+VALID_BOUNDARIES = {
+    "mindformers": [("CAME-ERR-10", a, v) for a in ("decay_rate", "beta1", "beta3", "weight_decay")
+                    for v in (0.0, 1.0)]
+    + [("CAME-ERR-7", "loss_scale", 1), ("CAME-ERR-7", "loss_scale", 0.5),
+       ("CAME-ERR-12", "clip_threshold", 5e-324), ("CAME-ERR-8", "eps", [5e-324, 5e-324, 5e-324]),
+       ("CAME-ERR-14", "learning_rate", 0.0), ("CAME-ERR-14", "learning_rate", [0.0, 0.01])],
+    "paper": [("CAME-ERR-21", "betas", {"$tuple": [v, v, v]}) for v in (0.0, 1.0)]
+    + [("CAME-ERR-19", "lr", 0.0), ("CAME-ERR-19", "lr", 1), ("CAME-ERR-23", "weight_decay", 0.0),
+       ("CAME-ERR-23", "weight_decay", 2.0), ("CAME-ERR-12", "clip_threshold", 5e-324),
+       ("CAME-ERR-8", "eps", [5e-324, 5e-324])],
+}
+
+
+def valid_boundary_cases(api: str, base_kwargs: dict) -> list:
+    """Construction cases that must NOT raise (``exception`` None): the other side of the contract."""
+    from conformance.cases import ErrorCase
+
+    out = []
+    for clause, argument, value in VALID_BOUNDARIES[api]:
+        kwargs = {**base_kwargs, argument: value}
+        body = {"kwargs": kwargs, "clause": clause, "argument": argument, "valid": True}
+        out.append(ErrorCase("v-" + content_id(body), api, "construction", kwargs, None, "", clause, argument,
+                             source=f"boundary:{clause}:{argument}"))
+    return out

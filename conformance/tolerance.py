@@ -22,9 +22,13 @@ SAFETY = 2.0
 
 
 def _ema_bound(beta, old, new_in, b_in, u):
-    """|error| of β·old + (1−β)·x: propagated input error, five roundings, the rounding of β."""
+    """|error| of β·old + (1−β)·x: propagated input error, five roundings, the rounding of β.
+
+    The last term covers the other common evaluation, old + (1−β)·(x − old) (``torch.lerp``):
+    its rounding of x − old costs (1−β)·u·(|old| + |x|), which matters when β is near 0.
+    """
     return (1 - beta) * b_in + 5 * u * (beta * np.abs(old) + (1 - beta) * np.abs(new_in)) \
-        + u * beta * (np.abs(old) + np.abs(new_in))
+        + u * beta * (np.abs(old) + np.abs(new_in)) + u * (1 - beta) * (np.abs(old) + np.abs(new_in))
 
 
 def _factor_rel(row, b_row, col, b_col, u):
