@@ -127,27 +127,40 @@ def render(docs: list[dict]) -> tuple[str, dict]:
 
 
 def plot(docs: list[dict], path: Path) -> None:
-    """Per target: the worst per-step error (ulps of its dtype) per step, per tensor."""
+    """Per target: the worst error per step and tensor, in ulps of the target's dtype.
+
+    Top row: the per-step error (reference restarted from the target's state), the quantity the
+    verdict is taken on; bottom row: the error accumulated against an uninterrupted reference run.
+    Only cases that passed are drawn, so a declared deviation does not hide the rounding picture.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(docs), figsize=(4.2 * len(docs), 3.6), squeeze=False, sharey=True)
-    for ax, doc in zip(axes[0], docs):
-        worst: dict[str, dict[int, float]] = defaultdict(dict)
-        for r in doc["records"]:
-            for s in r.get("steps", []):
-                for key, v in s["per_step"].items():
-                    name = key.split(".", 1)[1]
-                    worst[name][s["step"]] = max(worst[name].get(s["step"], 0.0), v["ulps"])
-        for name, by_step in sorted(worst.items()):
-            xs = sorted(by_step)
-            ax.plot(xs, [max(by_step[x], 1e-2) for x in xs], marker="o", ms=3, label=name)
-        ax.set_yscale("log")
-        ax.set_title(doc["target"], fontsize=9)
-        ax.set_xlabel("step")
-        ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("max per-step error (ulps of the target dtype)")
+    fig, axes = plt.subplots(2, len(docs), figsize=(4.2 * len(docs), 6.4), squeeze=False, sharey=True)
+    for col, doc in enumerate(docs):
+        for row, key in enumerate(("per_step", "accumulated_ulps")):
+            worst: dict[str, dict[int, float]] = defaultdict(dict)
+            for r in doc["records"]:
+                if r["outcome"] != "pass":
+                    continue
+                for s in r.get("steps", []):
+                    for name, v in s[key].items():
+                        name = name.split(".", 1)[-1]
+                        value = v["ulps"] if key == "per_step" else v
+                        worst[name][s["step"]] = max(worst[name].get(s["step"], 0.0), value)
+            ax = axes[row][col]
+            for name, by_step in sorted(worst.items()):
+                xs = sorted(by_step)
+                ax.plot(xs, [max(by_step[x], 1e-2) for x in xs], marker="o", ms=3, label=name)
+            ax.set_yscale("log")
+            ax.grid(True, alpha=0.3)
+            if row == 0:
+                ax.set_title(doc["target"], fontsize=9)
+            else:
+                ax.set_xlabel("step")
+    axes[0][0].set_ylabel("per-step error\n(max ulps, passing cases)")
+    axes[1][0].set_ylabel("accumulated error\n(max ulps, passing cases)")
     axes[0][-1].legend(fontsize=6, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

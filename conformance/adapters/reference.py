@@ -82,7 +82,7 @@ class ReferenceAdapter:
 
     def construct(self, kwargs, variant) -> Session:
         cls = front.MindformersCame if self.profile == "mindformers" else front.PaperCame
-        return Session(cls(**kwargs))
+        return Session(cls(**kwargs), "float32")  # constructor-made parameters are float32 (protocol)
 
 
 def factory() -> ReferenceAdapter:
