@@ -35,7 +35,6 @@ unit = st.floats(0.0, 1.0, exclude_max=True)
 @st.composite
 def hyperparameters(draw, profile: str, options: frozenset[str]):
     """Valid canonical hyperparameters of ``profile``, using only ``options`` the target has."""
-    hp = Hyperparameters.defaults(profile)
     lr_kinds = ["constant"] + [k for k, o in (("sequence", "lr_sequence"), ("schedule", "lr_schedule"))
                                if o in options]
     lr_kind = draw(st.sampled_from(lr_kinds), label="lr kind")

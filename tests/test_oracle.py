@@ -29,7 +29,6 @@ import math
 import time
 
 import numpy as np
-import pytest
 from mpmath import mp, mpf
 
 from reference import optimizer

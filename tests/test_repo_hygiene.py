@@ -1,5 +1,4 @@
 """Repository hygiene: no machine paths, valid deviations files, README commands that exist."""
-import json
 import re
 import subprocess
 from pathlib import Path
