@@ -80,21 +80,27 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
     if reply[0] == "raised":
         return _record(case, variant, FAIL, f"opening raised {reply[1]}: {reply[2]}", traceback=reply[3],
                        first_divergence={"step": 0, "clause": "CAME-HP-1", "note": "construction failed"})
-    sid = reply[1]
+    sid, steps, first, regimes, crash = reply[1], [], None, set(), None
     try:
         reference = [(s["params"], s["state"]) for s in reference_run(case.hp, case.params, case.grads, case.dtype)]
         prev = Snapshot([np.asarray(x, np.float64) for x in case.params],
                         [init_state(np.shape(x)) for x in case.params], 0)
-        steps, first, regimes = [], None, set()
         state_dtype = target.state_dtype(case.dtype)
         for t, grads in enumerate(case.grads, start=1):
-            reply = p.call("step", sid, grads)
-            if reply[0] == "raised":
-                first = first or {"step": t, "clause": "CAME-STEP-1", "note": f"step raised {reply[1]}: {reply[2]}"}
-                break
-            reply = p.call("read", sid)
-            if reply[0] != "ok":
-                first = first or {"step": t, "clause": "CAME-STATE-2", "note": f"read-back failed: {reply[1:3]}"}
+            try:
+                reply = p.call("step", sid, grads)
+                if reply[0] == "ok":
+                    reply = p.call("read", sid)
+                    if reply[0] != "ok":
+                        first = first or {"step": t, "clause": "CAME-STATE-2",
+                                          "note": f"read-back failed: {reply[1:3]}"}
+                        break
+                else:
+                    first = first or {"step": t, "clause": "CAME-STEP-1",
+                                      "note": f"step raised {reply[1]}: {reply[2]}"}
+                    break
+            except TargetFailure as exc:  # keep every step measured so far
+                crash = f"at step {t}: {exc}"
                 break
             snap = reply[1]
             checks = compare.check_step(t, lambda i: case.hp.step_hyper(t, i), prev.params, prev.state, grads,
@@ -111,23 +117,28 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
             prev = Snapshot([np.asarray(x, np.float64) for x in snap.params],
                             [{k: np.asarray(v, np.float64) for k, v in s.items()} for s in snap.state], snap.step)
     finally:
-        try:
+        if crash is None:
             p.call("close", sid)
-        except TargetFailure:
-            pass
+    if crash is not None:
+        return _record(case, variant, ERROR, f"the target failed {crash}", steps=steps, regimes=sorted(regimes),
+                       **({"first_divergence": first} if first else {}))
     if first is None:
         return _record(case, variant, PASS, steps=steps, regimes=sorted(regimes))
-    where = f"step {first['step']}, {first.get('tensor', '?')}"
+    return _record(case, variant, FAIL, f"first divergence at {describe_divergence(first)}",
+                   first_divergence=first, steps=steps, regimes=sorted(regimes))
+
+
+def describe_divergence(first: dict) -> str:
+    """'step 3, exp_avg[1, 0] (param 0): target …, reference …, 12 ulps, tolerance … [CAME-STEP-6]'."""
+    where = f"step {first['step']}"
+    if first.get("tensor"):
+        where += f", {first['tensor']}"
     if first.get("index") is not None:
         where += f"[{', '.join(map(str, first['index']))}] (param {first['param']}): target " \
                  f"{first['target_value']!r}, reference {first['reference_value']!r}, " \
                  f"{first['max_ulps']:.3g} ulps, tolerance {first['tolerance']:.3g}"
-    return _record(case, variant, FAIL, f"first divergence at {where} [{first['clause']}] {first.get('note', '')}",
-                   first_divergence=first, steps=steps, regimes=sorted(regimes))
-
-
-ERROR_CATEGORIES = ("raised the documented type", "raised another type", "did not raise",
-                    "raised, but the message does not name the argument")
+    note = f" {first['note']}" if first.get("note") else ""
+    return f"{where} [{first['clause']}]{note}"
 
 
 def run_error(target: Target, case: ErrorCase, variant: str) -> dict:
