@@ -53,6 +53,7 @@ def test_a_crashing_target_fails_the_case_and_the_run_goes_on(tmp_path):
     result, summary = _run(tmp_path, "tests.targets.misbehaving:crashing", examples=3)
     errors = [r for r in result["records"] if r["outcome"] == "error"]
     assert errors and "died (exit code 17)" in errors[0]["reason"]
+    assert "at step 3" in errors[0]["reason"] and len(errors[0]["steps"]) == 2  # steps 1-2 were kept
     assert not summary["conforms_except_declared"]
     # the run went on after the crash, in a fresh worker: the error-contract cases all ran and passed
     later = [r for r in result["records"] if r["kind"] == "error"]
