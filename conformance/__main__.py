@@ -19,17 +19,20 @@ def main(argv=None) -> int:
                      help="Hypothesis trajectory examples per variant")
     run.add_argument("--error-examples", type=int, default=runner.Settings.error_examples)
     run.add_argument("--timeout", type=float, default=runner.Settings.timeout, help="seconds per target request")
-    run.add_argument("--shrink-seconds", type=float, default=runner.Settings.shrink_seconds,
-                     help="wall-time budget for shrinking one Hypothesis failure")
+    run.add_argument("--shrink-calls", type=int, default=runner.Settings.shrink_calls,
+                     help="target runs spent shrinking one Hypothesis failure (a count, so runs reproduce)")
     run.add_argument("--variant", action="append", help="run only this execution variant (repeatable)")
     run.add_argument("--case-file", help="replay one saved case (reports/<target>/cases/<id>.json)")
     run.add_argument("--sources", help="comma-separated subset of " + ",".join(runner.Settings.sources))
     args = parser.parse_args(argv)
 
+    sources = tuple(args.sources.split(",")) if args.sources else runner.Settings.sources
+    unknown = set(sources) - set(runner.Settings.sources)
+    if unknown:
+        parser.error(f"--sources: unknown {sorted(unknown)}; choose from {','.join(runner.Settings.sources)}")
     cfg = runner.Settings(seed=args.seed, examples=args.examples, error_examples=args.error_examples,
-                          timeout=args.timeout, shrink_seconds=args.shrink_seconds, variants=tuple(args.variant) if args.variant else None,
-                          case_file=args.case_file,
-                          sources=tuple(args.sources.split(",")) if args.sources else runner.Settings.sources)
+                          timeout=args.timeout, shrink_calls=args.shrink_calls, case_file=args.case_file,
+                          variants=tuple(args.variant) if args.variant else None, sources=sources)
     out = Path(args.out or f"reports/{args.target.replace(':', '-')}")
     result = runner.run(args.target, out, cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
     summary = report.write_all(result, out)

@@ -64,6 +64,9 @@ def run_case(target: Target, case, variant: str) -> dict:
             run_trajectory(target, case, variant)
     except TargetFailure as exc:
         record = _record(case, variant, ERROR, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a reply outside the protocol must not end the run
+        record = _record(case, variant, ERROR, f"the target's reply broke the protocol: "
+                         f"{type(exc).__name__}: {exc}")
     record["seconds"] = round(time.perf_counter() - started, 4)
     record["case"] = to_json(case)
     return record
@@ -78,9 +81,10 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
     if reply[0] == "not_applicable":
         return _record(case, variant, NOT_APPLICABLE, reply[1])
     if reply[0] == "raised":
+        first = {"step": 0, "clause": "CAME-HP-1", "raised": reply[1], "note": f"construction raised {reply[1]}"}
         return _record(case, variant, FAIL, f"opening raised {reply[1]}: {reply[2]}", traceback=reply[3],
-                       first_divergence={"step": 0, "clause": "CAME-HP-1", "note": "construction failed"})
-    sid, steps, first, regimes, crash = reply[1], [], None, set(), None
+                       first_divergence=first, failures=[first])
+    sid, steps, failures, regimes, crash = reply[1], [], [], set(), None
     try:
         reference = [(s["params"], s["state"]) for s in reference_run(case.hp, case.params, case.grads, case.dtype)]
         prev = Snapshot([np.asarray(x, np.float64) for x in case.params],
@@ -92,23 +96,33 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
                 if reply[0] == "ok":
                     reply = p.call("read", sid)
                     if reply[0] != "ok":
-                        first = first or {"step": t, "clause": "CAME-STATE-2",
-                                          "note": f"read-back failed: {reply[1:3]}"}
+                        failures.append({"step": t, "clause": "CAME-STATE-2", "note": f"read-back failed: {reply[1:3]}"})
                         break
+                elif reply[0] == "not_applicable":
+                    return _record(case, variant, NOT_APPLICABLE, f"at step {t}: {reply[1]}")
                 else:
-                    first = first or {"step": t, "clause": "CAME-STEP-1",
-                                      "note": f"step raised {reply[1]}: {reply[2]}"}
+                    failures.append({"step": t, "clause": "CAME-STEP-1", "raised": reply[1],
+                                     "note": f"step raised {reply[1]}: {reply[2]}"})
                     break
             except TargetFailure as exc:  # keep every step measured so far
                 crash = f"at step {t}: {exc}"
                 break
             snap = reply[1]
+            if len(snap.params) != len(case.params) or len(snap.state) != len(case.params):
+                failures.append({"step": t, "clause": "CAME-STATE-2", "note": f"read-back has {len(snap.params)} "
+                                 f"parameters and {len(snap.state)} states for {len(case.params)} parameters"})
+                break
+            if snap.step is not None and snap.step != t:  # CAME-STATE-5: one counter, t after step t
+                failures.append({"step": t, "clause": "CAME-STATE-5", "tensor": "step",
+                                 "note": f"the target's step counter is {snap.step}, not {t}"})
             checks = compare.check_step(t, lambda i: case.hp.step_hyper(t, i), prev.params, prev.state, grads,
                                         snap, case.dtype, state_dtype, regimes)
-            failing = [c for c in checks if not c.ok]
-            if failing and first is None:
-                first = failing[0].to_json()
-            if any(c.clause == "CAME-STATE-2" for c in failing):
+            seen = {f["param"] for f in failures if "param" in f}
+            for c in checks:  # the first failing tensor of each parameter
+                if not c.ok and c.param not in seen:
+                    failures.append(c.to_json())
+                    seen.add(c.param)
+            if any(c.clause == "CAME-STATE-2" for c in checks if not c.ok):
                 break  # state of other shapes or names: the reference cannot restart from it
             steps.append({"step": t, "per_step": {f"{c.param}.{c.tensor}": {"ulps": c.max_ulps,
                                                                             "bound_ratio": c.worst_bound_ratio}
@@ -118,14 +132,19 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
                             [{k: np.asarray(v, np.float64) for k, v in s.items()} for s in snap.state], snap.step)
     finally:
         if crash is None:
-            p.call("close", sid)
+            try:
+                p.call("close", sid)
+            except TargetFailure:
+                pass  # the verdict is already measured
+    first = failures[0] if failures else None
+    located = {"first_divergence": first, "failures": failures} if first else {}
     if crash is not None:
         return _record(case, variant, ERROR, f"the target failed {crash}", steps=steps, regimes=sorted(regimes),
-                       **({"first_divergence": first} if first else {}))
+                       **located)
     if first is None:
         return _record(case, variant, PASS, steps=steps, regimes=sorted(regimes))
-    return _record(case, variant, FAIL, f"first divergence at {describe_divergence(first)}",
-                   first_divergence=first, steps=steps, regimes=sorted(regimes))
+    return _record(case, variant, FAIL, f"first divergence at {describe_divergence(first)}", steps=steps,
+                   regimes=sorted(regimes), **located)
 
 
 def describe_divergence(first: dict) -> str:
@@ -136,7 +155,7 @@ def describe_divergence(first: dict) -> str:
     if first.get("index") is not None:
         where += f"[{', '.join(map(str, first['index']))}] (param {first['param']}): target " \
                  f"{first['target_value']!r}, reference {first['reference_value']!r}, " \
-                 f"{first['max_ulps']:.3g} ulps, tolerance {first['tolerance']:.3g}"
+                 f"{first.get('element_ulps', first['max_ulps']):.3g} ulps, tolerance {first['tolerance']:.3g}"
     note = f" {first['note']}" if first.get("note") else ""
     return f"{where} [{first['clause']}]{note}"
 

@@ -147,7 +147,7 @@ def plot(docs: list[dict], path: Path) -> None:
                 for s in r.get("steps", []):
                     for name, v in s[key].items():
                         name = name.split(".", 1)[-1]
-                        value = v["ulps"] if key == "per_step" else v
+                        value = float(v["ulps"] if key == "per_step" else v)  # "inf" is stored as a string
                         worst[name][s["step"]] = max(worst[name].get(s["step"], 0.0), value)
             ax = axes[row][col]
             for name, by_step in sorted(worst.items()):
@@ -185,7 +185,7 @@ def main(argv=None) -> int:
         docs.append(json.loads((target_out / "report.json").read_text()))
     text, table = render(docs)
     report._atomic_write(out / "matrix.md", text)
-    report._atomic_write(out / "matrix.json", json.dumps(table, indent=1, default=report.json_default))
+    report._atomic_write(out / "matrix.json", report.dumps(table, indent=1))
     plot(docs, out / "matrix.png")
     print(text)
     return 0 if all(d["verdict"]["conforms_except_declared"] for d in docs) else 1

@@ -88,13 +88,13 @@ def _killer(record: dict) -> dict:
 
 
 def run_mutant(name: str, out: Path, seed: int, sources: tuple[str, ...], examples: int,
-               shrink_seconds: float) -> dict:
+               shrink_calls: int) -> dict:
     """One mutant under the whole suite, stopping at the first unexplained failure."""
     from conformance.mutants.catalogue import lookup
 
     mutant = lookup(name)
     cfg = runner.Settings(seed=seed, examples=examples, sources=sources, stop_on_failure=True,
-                          shrink_seconds=shrink_seconds)
+                          shrink_calls=shrink_calls)
     run_dir = out / "runs" / f"mutant-{name}"
     entry = {"name": name, "family": mutant.family, "description": mutant.description,
              "switches": sorted(mutant.switches), "profile": mutant.profile, "clauses": list(mutant.clauses)}
@@ -190,8 +190,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--examples", type=int, default=runner.Settings.examples,
                         help="Hypothesis trajectory examples per run (mutants and controls)")
-    parser.add_argument("--shrink-seconds", type=float, default=10.0,
-                        help="shrinking budget for a mutant's failing Hypothesis example")
+    parser.add_argument("--shrink-calls", type=int, default=10,
+                        help="target runs spent shrinking a mutant's failing Hypothesis example")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (each is two processes)")
     parser.add_argument("--no-controls", action="store_true")
     parser.add_argument("--sources", help="comma-separated subset of " + ",".join(FULL_SOURCES)
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     print(f"mutation run: {len(mutants)} mutants, {len(controls)} controls, sources {','.join(sources)}"
           + (f" ({note})" if note else ""), file=sys.stderr, flush=True)
-    calls = [(run_mutant, (n, out, args.seed, sources, args.examples, args.shrink_seconds)) for n in mutants]
+    calls = [(run_mutant, (n, out, args.seed, sources, args.examples, args.shrink_calls)) for n in mutants]
     calls += [(run_control, (c, out, args.seed, sources, args.examples)) for c in controls]
     results = _parallel(_call, args.jobs, calls)
     for r in results:
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
         "skipped_controls": [c["target"] for c in control_results if c["status"] == "skipped"],
     }
     doc = {"settings": {"seed": args.seed, "sources": list(sources), "examples": args.examples,
-                        "shrink_seconds": args.shrink_seconds, "jobs": args.jobs, "note": note},
+                        "shrink_calls": args.shrink_calls, "jobs": args.jobs, "note": note},
            "seconds": round(seconds, 1), "summary": summary, "mutants": mutant_results, "controls": control_results}
     (out / "mutation.json").write_text(json.dumps(doc, indent=1, default=report.json_default))
     (out / "mutation.md").write_text(_markdown(doc))

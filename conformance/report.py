@@ -6,8 +6,10 @@ leaves a truncated report (the outcomes themselves are already safe in records.j
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -27,10 +29,38 @@ def json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def strict(obj):
+    """The same data as strict JSON: non-finite floats become the strings "nan", "inf", "-inf"."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else repr(obj)
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **kw) -> str:
+    """Strict JSON (no NaN or Infinity tokens), readable by any JSON parser."""
+    return json.dumps(strict(json.loads(json.dumps(obj, default=json_default))), allow_nan=False, **kw)
+
+
+_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _xml_text(text: str) -> str:
+    return _XML_FORBIDDEN.sub("?", text)
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _versions(*names: str) -> dict[str, str]:
+    from importlib.metadata import version
+    return {n: version(n) for n in names}
 
 
 def verdict(run: dict) -> dict:
@@ -43,8 +73,9 @@ def verdict(run: dict) -> dict:
 
 
 def repro_command(run: dict, record: dict, case_path: str) -> str:
-    return (f"python -m conformance run --target {run['target']} --variant {record['variant']} "
-            f"--case-file {case_path}")
+    """A command that replays one case, into a directory of its own (the run's report stays)."""
+    return (f".venvs/core/bin/python -m conformance run --target {run['target']} --variant {record['variant']} "
+            f"--case-file {case_path} --out reports/repro-{record['id'].replace('@', '-')}")
 
 
 def write_all(run: dict, out: Path) -> dict:
@@ -54,17 +85,19 @@ def write_all(run: dict, out: Path) -> dict:
     for record in run["records"]:
         if record["outcome"] in ("fail", "error") and "case" in record:
             path = cases_dir / f"{record['id']}.json"
-            _atomic_write(path, json.dumps(record["case"], indent=1, sort_keys=True))
+            _atomic_write(path, dumps(record["case"], indent=1, sort_keys=True))
             record["repro"] = repro_command(run, record, os.path.relpath(path, Path.cwd()))
     summary = verdict(run)
     document = {
         "schemaVersion": SCHEMA_VERSION, "target": run["target"], "info": run["info"], "settings": run["settings"],
-        "environment": {"python": sys.version.split()[0], "platform": platform.platform()},
+        "environment": {"python": sys.version.split()[0], "platform": platform.platform(),
+                        "runner_packages": _versions("numpy", "hypothesis", "mpmath"),
+                        "CAME_MAX_ARRAY_SIZE": os.environ.get("CAME_MAX_ARRAY_SIZE", "64")},
         "seconds": run["seconds"], "verdict": summary,
         "deviations": {"declared": run["declared_deviations"], "unobserved": summary["unobserved_deviations"]},
         "records": [{k: v for k, v in r.items() if k != "case"} for r in run["records"]],
     }
-    _atomic_write(out / "report.json", json.dumps(document, indent=1, default=json_default))
+    _atomic_write(out / "report.json", dumps(document, indent=1))
     _atomic_write(out / "summary.md", markdown(document))
     _atomic_write(out / "junit.xml", junit(document))
     return summary
@@ -107,15 +140,16 @@ def junit(doc: dict) -> str:
     counts = doc["verdict"]["counts"]
     cases = []
     for r in records:
+        reason = _xml_text(r["reason"])
         name = quoteattr(f"{r['kind']}:{r['id']}")
         classname = quoteattr(f"came.{doc['target']}.{r['variant']}")
         body = ""
         if r["outcome"] == "fail":
-            body = f"<failure message={quoteattr(r['reason'][:500])}>{escape(r.get('repro', ''))}</failure>"
+            body = f"<failure message={quoteattr(reason[:500])}>{escape(r.get('repro', ''))}</failure>"
         elif r["outcome"] == "error":
-            body = f"<error message={quoteattr(r['reason'][:500])}/>"
+            body = f"<error message={quoteattr(reason[:500])}/>"
         elif r["outcome"] in ("not_applicable", "expected_deviation", "blocked"):
-            body = f"<skipped message={quoteattr(r['outcome'] + ': ' + (r.get('deviation') or r['reason'])[:300])}/>"
+            body = f"<skipped message={quoteattr(r['outcome'] + ': ' + (r.get('deviation') or reason)[:300])}/>"
         cases.append(f'  <testcase name={name} classname={classname} time="{r.get("seconds", 0)}">{body}</testcase>')
     skipped = counts["not_applicable"] + counts["expected_deviation"] + counts["blocked"]
     head = (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name={quoteattr("came-" + doc["target"])} '

@@ -20,7 +20,7 @@ from conformance import deviations as deviations_mod
 from conformance import execute, strategies
 from conformance.arguments import param_values
 from conformance.cases import ErrorCase, TrajectoryCase, content_id, from_json
-from conformance.report import json_default
+from conformance.report import dumps
 from conformance.targets import resolve
 from conformance.worker import TargetProcess
 from reference import contract
@@ -34,14 +34,17 @@ class Settings:
     examples: int = 25  # Hypothesis trajectory examples per variant
     error_examples: int = 3  # Hypothesis examples per (error clause, argument)
     timeout: float = 120.0  # per request to the target, seconds
-    shrink_seconds: float = 60.0  # wall-time budget for shrinking one failure
+    shrink_calls: int = 40  # target runs Hypothesis may spend shrinking one failure (a count: reproducible)
     variants: tuple[str, ...] | None = None
     case_file: str | None = None
     sources: tuple[str, ...] = ("fixtures", "errors", "hypothesis", "hypothesis-errors", "resume")
     stop_on_failure: bool = False  # mutation runs: the first unexplained failure ends the run
 
+    def is_full_run(self) -> bool:
+        return self.case_file is None and self.variants is None and set(self.sources) == set(Settings.sources)
+
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "full_run": self.is_full_run()}
 
 
 class StopRun(Exception):
@@ -58,18 +61,18 @@ class Sink:
         self.deviations, self.records, self.stop_on_failure = deviations, [], stop_on_failure
 
     def explained(self, record: dict) -> bool:
-        return any(deviations_mod.matches(d, record) for d in self.deviations)
+        return deviations_mod.explain(self.deviations, record) is not None
 
     def add(self, record: dict) -> dict:
         self.records.append(record)
         with self.path.open("a") as f:
-            f.write(json.dumps(record, default=json_default) + "\n")
+            f.write(dumps(record) + "\n")
         if self.stop_on_failure and record["outcome"] in ("fail", "error") and not self.explained(record):
             raise StopRun(record["id"])
         return record
 
 
-def _run(target, case, variant, sink) -> dict:
+def _run(target, case, variant) -> dict:
     record = execute.run_case(target, case, variant)
     record["requires"] = sorted(case.requires())
     return record
@@ -107,25 +110,27 @@ def _property(strategy, make_case, target, variant, sink, cfg, max_examples):
 
     While shrinking, every failing candidate Hypothesis tries is smaller than the best so far,
     so the last failure seen is the shrunk example; it is recorded once, with the seed.  After
-    ``shrink_seconds`` candidates stop failing, which ends shrinking early on slow targets.
+    ``shrink_calls`` runs candidates stop failing, which ends shrinking early on slow targets;
+    a count, unlike a time budget, gives the same example on every run with the same seed.
     """
-    state = {"failed_at": None, "last_failure": None}
+    state = {"shrink_runs": None, "last_failure": None}
 
     @settings(max_examples=max_examples, database=None, deadline=None, derandomize=False,
               suppress_health_check=list(HealthCheck), phases=(Phase.generate, Phase.shrink), print_blob=False)
     @hypothesis_seed(cfg.seed)
     @given(drawn=strategy)
     def prop(drawn):
-        case = make_case(drawn)
-        record = _run(target, case, variant, sink)
+        if state["shrink_runs"] is not None:
+            if state["shrink_runs"] >= cfg.shrink_calls:
+                return  # the budget is spent: this candidate counts as passing, shrinking stops
+            state["shrink_runs"] += 1
+        record = _run(target, make_case(drawn), variant)
         failed = record["outcome"] in ("fail", "error") and not sink.explained(record)
-        if state["failed_at"] is None and not failed:
+        if state["shrink_runs"] is None and not failed:
             sink.add(record)
             return
-        if failed and state["failed_at"] is None:
-            state["failed_at"] = time.monotonic()
-        in_budget = time.monotonic() - state["failed_at"] < cfg.shrink_seconds
-        if failed and (in_budget or state["last_failure"] is None):
+        if failed:
+            state["shrink_runs"] = state["shrink_runs"] or 0
             state["last_failure"] = record
             raise AssertionError(record["reason"])
 
@@ -136,7 +141,8 @@ def _property(strategy, make_case, target, variant, sink, cfg, max_examples):
             raise
     if state["last_failure"] is not None:
         record = state["last_failure"]
-        record["hypothesis"] = {"seed": cfg.seed, "shrunk": True}
+        record["hypothesis"] = {"seed": cfg.seed, "shrunk": True,
+                                "shrink_budget_spent": state["shrink_runs"] >= cfg.shrink_calls}
         sink.add(record)
 
 
@@ -183,14 +189,19 @@ def _resume(target, case, variant) -> dict:
             raise _Refused(reply)
         return reply[1]
 
+    sessions: list[int] = []
+
+    def open_session() -> int:
+        sessions.append(call("open", case.hp.to_json(), case.params, case.dtype, variant))
+        return sessions[-1]
+
     try:
-        opened = [call("open", case.hp.to_json(), case.params, case.dtype, variant) for _ in range(2)]
-        whole, first = opened
+        whole, first = open_session(), open_session()
         for grads in case.grads:
             call("step", whole, grads)
         for grads in case.grads[:half]:
             call("step", first, grads)
-        second = call("open", case.hp.to_json(), case.params, case.dtype, variant)
+        second = open_session()
         call("restore", second, call("save", first))
         for grads in case.grads[half:]:
             call("step", second, grads)
@@ -202,8 +213,6 @@ def _resume(target, case, variant) -> dict:
         if diffs:
             record.update(outcome=execute.FAIL, reason="the resumed run differs from the uninterrupted run in "
                           + ", ".join(diffs[:5]), first_divergence={"clause": "CAME-STATE-5", "step": half + 1})
-        for sid in (whole, first, second):
-            p.call("close", sid)
     except _Refused as refused:
         reply = refused.args[0]
         outcome = execute.NOT_APPLICABLE if reply[0] == "not_applicable" else execute.FAIL
@@ -211,7 +220,14 @@ def _resume(target, case, variant) -> dict:
                       first_divergence={"clause": "CAME-STATE-5", "step": half})
     except execute.TargetFailure as exc:
         record.update(outcome=execute.ERROR, reason=str(exc))
+        sessions.clear()  # they died with the worker
+    for sid in sessions:
+        try:
+            p.call("close", sid)
+        except execute.TargetFailure:
+            break  # the verdict is measured; a dead worker restarts for the next case
     record["seconds"] = round(time.perf_counter() - started, 4)
+    record["case"] = to_json(case)
     return record
 
 
@@ -236,8 +252,8 @@ def _run_variant(target, variant, variants, fixtures, cfg, sink, progress) -> No
     blocks its numeric cases, which would only repeat that failure; its error cases still run.
     """
     info = target.info
-    tier0 = _run(target, tier0_case(info), variant, sink)
-    blocked = tier0["outcome"] == execute.ERROR or "raised" in (tier0.get("first_divergence") or {}).get("note", "")
+    tier0 = _run(target, tier0_case(info), variant)
+    blocked = tier0["outcome"] == execute.ERROR or "raised" in (tier0.get("first_divergence") or {})
     sink.add(tier0)
     if blocked:
         sink.add({"id": f"blocked-{variant}", "kind": "blocked", "variant": variant, "source": "tier 0", "flags": [],
@@ -247,7 +263,7 @@ def _run_variant(target, variant, variants, fixtures, cfg, sink, progress) -> No
     else:
         progress(f"fixtures: {len(fixtures['trajectory'])} trajectories")
         for case in fixtures["trajectory"]:
-            sink.add(_run(target, case, variant, sink))
+            sink.add(_run(target, case, variant))
     # Construction is the same Python call in every execution variant: construction-phase
     # error cases run once, on the first variant; step-phase ones run on every variant.
     phases = ("construction", "step") if variant == variants[0] else ("step",)
@@ -255,10 +271,10 @@ def _run_variant(target, variant, variants, fixtures, cfg, sink, progress) -> No
         progress(f"error vectors ({', '.join(phases)} phase)")
         for case in fixtures["error"]:
             if case.phase in phases:
-                sink.add(_run(target, case, variant, sink))
+                sink.add(_run(target, case, variant))
         if "construction" in phases:  # the other side of the contract: valid boundary values are accepted
             for case in strategies.valid_boundary_cases(info.api, VALID_KWARGS[info.api]):
-                sink.add(_run(target, case, variant, sink))
+                sink.add(_run(target, case, variant))
     if "hypothesis" in cfg.sources and not blocked:
         progress(f"hypothesis trajectories: {cfg.examples} examples")
         _trajectory_property(target, variant, sink, cfg)
@@ -284,10 +300,13 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
         target = execute.Target(spec.name, process)
         info = target.info
         variants = cfg.variants or info.variants
+        if set(variants) - set(info.variants):
+            raise SystemExit(f"--variant: {sorted(set(variants) - set(info.variants))} not among the target's "
+                             f"variants {list(info.variants)}")
         if cfg.case_file:
             case = from_json(json.loads(Path(cfg.case_file).read_text()))
             for variant in variants:
-                sink.add(_run(target, case, variant, sink))
+                sink.add(_run(target, case, variant))
         else:
             fixtures = fixture_cases(info.profile, info.api, info.dtypes) if "fixtures" in cfg.sources else {"trajectory": [], "error": []}
             for variant in variants:
@@ -302,6 +321,8 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
     finally:
         process.close()
     unobserved = deviations_mod.apply(declared, sink.records)
+    if not cfg.is_full_run():  # a replay or a subset cannot show every deviation
+        unobserved = []
     return {"target": spec.name, "info": dict(info.__dict__) if info else None, "settings": cfg.to_json(),
             "started": started, "seconds": round(time.time() - started, 2), "records": sink.records,
             "unobserved_deviations": unobserved, "declared_deviations": declared}

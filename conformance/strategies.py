@@ -91,7 +91,8 @@ def trajectory_cases(draw, profile: str, dtypes: tuple[str, ...], options: froze
     seed = draw(st.integers(0, 2 ** 32 - 1), label="seed")
     scales = [10.0 ** draw(st.integers(-12, 4), label=f"grad scale {k + 1}") for k in range(steps)]
     params = [arrays(s, 1.0, seed + i, dtype) for i, s in enumerate(param_shapes)]
-    grads = [[arrays(s, scales[k], seed + 1000 * (k + 1) + i, dtype) * hp.loss_scale
+    # Gradients as the optimizer receives them (already times loss_scale), exact in the dtype.
+    grads = [[round_to(dtype, arrays(s, scales[k], seed + 1000 * (k + 1) + i, "float64") * hp.loss_scale)
               for i, s in enumerate(param_shapes)] for k in range(steps)]
     flags = derive_flags(hp, params, reference_run(hp, params, grads, dtype), dtype)  # the fixtures' vocabulary
     case = TrajectoryCase("", profile, hp, params, grads, dtype=dtype, flags=tuple(sorted(flags)),

@@ -115,17 +115,19 @@ class TargetProcess:
 
     def __init__(self, spec: str, python: str, timeout: float, log_path: Path, env: dict | None = None):
         self.spec, self.python, self.timeout, self.log_path = spec, python, timeout, log_path
-        self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        self.env = {**os.environ, "PYTHONPATH": path, **(env or {})}
         self.proc: subprocess.Popen | None = None
-        self.restarts = -1
         self._stderr_tail: deque[str] = deque(maxlen=40)
 
     def _start(self, startup_timeout: float) -> None:
-        self.restarts += 1
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([self.python, "-m", "conformance.worker", self.spec], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env, cwd=REPO,
-                                     start_new_session=True)
+        try:
+            self.proc = subprocess.Popen([self.python, "-m", "conformance.worker", self.spec], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env, cwd=REPO,
+                                         start_new_session=True)
+        except OSError as exc:
+            raise TargetFailure(f"the worker could not be started with {self.python!r}: {exc}") from None
         threading.Thread(target=self._drain_stderr, args=(self.proc,), daemon=True).start()
         first = self._receive(startup_timeout)
         if first[0] == "load_failed":
@@ -141,20 +143,34 @@ class TargetProcess:
 
     def _receive(self, timeout: float):
         result: list = []
-        reader = threading.Thread(target=lambda: result.append(_read_frame(self.proc.stdout)), daemon=True)
+
+        def read():
+            try:
+                result.append(("frame", _read_frame(self.proc.stdout)))
+            except Exception as exc:  # noqa: BLE001 - an unreadable reply is the target's failure
+                result.append(("unreadable", exc))
+
+        reader = threading.Thread(target=read, daemon=True)
         reader.start()
         reader.join(timeout)
         if reader.is_alive():
             self.kill()
             raise TargetFailure(f"the target did not answer within {timeout:.0f} s (killed)")
-        if not result or result[0] is None:
-            code = self.proc.wait()
-            self.proc = None
+        kind, value = result[0]
+        if kind == "unreadable":
+            self.kill()
+            raise TargetFailure(f"the target's reply could not be read ({type(value).__name__}: {value}); killed")
+        if value is None:
+            try:
+                code = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # it closed its output but lives on
+                code = "none: it closed its output and was killed"
+            self.kill()
             tail = "\n".join(list(self._stderr_tail)[-12:])
             raise TargetFailure(f"the target process died (exit code {code})\n{tail}")
-        return result[0]
+        return value
 
-    def call(self, command: str, *args, timeout: float | None = None):
+    def call(self, command: str, *args):
         """Returns ("ok", value) | ("not_applicable", why) | ("raised", type, message, traceback)."""
         if self.proc is None:
             self._start(max(self.timeout, 300.0))
@@ -163,18 +179,27 @@ class TargetProcess:
         except (BrokenPipeError, OSError):
             self.kill()
             raise TargetFailure("the target process closed its input") from None
-        return self._receive(timeout or self.timeout)
+        return self._receive(self.timeout)
 
     def kill(self) -> None:
+        """End the worker and everything it started (its own process group)."""
         if self.proc is not None:
             try:
                 os.killpg(self.proc.pid, 9)
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):
                 pass
             self.proc.wait()
             self.proc = None
 
-    close = kill
+    def close(self) -> None:
+        """Let the worker finish on end of input (its exit handlers run), else kill it."""
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+                self.proc = None
+            except (OSError, subprocess.TimeoutExpired):
+                self.kill()
 
 
 if __name__ == "__main__":

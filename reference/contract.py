@@ -28,8 +28,9 @@ MF = ("mindformers",)
 PAPER = ("paper",)
 
 CLAUSES: tuple[ErrorClause, ...] = (
-    ErrorClause("CAME-ERR-1", MF, ("learning_rate",), "not int, float, tensor, iterable of numbers or schedule "
-                "(bool included)", "TypeError", "construction", "documented",
+    ErrorClause("CAME-ERR-1", MF, ("learning_rate",), "not int, float, tensor, non-empty ordered iterable of "
+                "numbers or a known schedule with exactly its parameters (bool included)", "TypeError",
+                "construction", "documented",
                 "learning_rate must be an int, a float, a 0-D or 1-D tensor, an iterable of numbers or a schedule"),
     ErrorClause("CAME-ERR-2", BOTH, ("params",), "not a list or tuple, or an element neither a parameter nor a "
                 "group dict", "TypeError", "construction", "documented",
@@ -56,21 +57,22 @@ CLAUSES: tuple[ErrorClause, ...] = (
                 "unsaid", "clip_threshold must be a finite float > 0"),
     ErrorClause("CAME-ERR-13", MF, ("scale_parameter", "relative_step", "warmup_init", "compression"), "not a bool",
                 "TypeError", "construction", "unsaid", "must be a bool"),
-    ErrorClause("CAME-ERR-14", MF, ("learning_rate",), "a value < 0, NaN or infinite (also inside a sequence)",
-                "ValueError", "construction", "unsaid", "learning rates must be finite and >= 0"),
-    ErrorClause("CAME-ERR-15", MF, ("learning_rate",), "None while relative_step is False, or given while "
-                "relative_step is True", "ValueError", "construction", "unsaid",
+    ErrorClause("CAME-ERR-14", MF, ("learning_rate", "lr"), "a value < 0, NaN or infinite (also inside a "
+                "sequence, a schedule or a group's lr); a schedule's warmup_steps < 1 or gamma > 1", "ValueError",
+                "construction", "unsaid", "learning rates must be finite and >= 0"),
+    ErrorClause("CAME-ERR-15", MF, ("learning_rate", "lr"), "None while relative_step is False, or given (or a "
+                "group's lr given) while relative_step is True", "ValueError", "construction", "unsaid",
                 "exactly one of learning_rate and relative_step=True"),
     ErrorClause("CAME-ERR-16", MF, ("warmup_init",), "True while relative_step is False", "ValueError",
                 "construction", "unsaid", "warmup_init requires relative_step=True"),
     ErrorClause("CAME-ERR-17", BOTH, ("params",), "empty, or a group without parameters", "ValueError",
                 "construction", "unsaid", "params must hold at least one parameter"),
     ErrorClause("CAME-ERR-18", PAPER, ("lr",), "not a float or int (bool, str, None)", "TypeError", "construction",
-                "unsaid", "lr must be a float"),
+                "unsaid", "lr must be an int or a float"),
     ErrorClause("CAME-ERR-19", PAPER, ("lr",), "< 0, NaN or infinite", "ValueError", "construction", "unsaid",
                 "lr must be a finite float >= 0"),
-    ErrorClause("CAME-ERR-20", PAPER, ("betas",), "not a tuple or list of 3 floats", "TypeError", "construction",
-                "unsaid", "betas must be 3 floats"),
+    ErrorClause("CAME-ERR-20", PAPER, ("betas",), "not a list or tuple, or an element not a float", "TypeError",
+                "construction", "unsaid", "betas must be a list or tuple of floats"),
     ErrorClause("CAME-ERR-21", PAPER, ("betas",), "an element outside [0.0, 1.0] or NaN, or not 3 values",
                 "ValueError", "construction", "unsaid", "every beta must be in [0.0, 1.0]"),
     ErrorClause("CAME-ERR-22", PAPER, ("weight_decay",), "not a float", "TypeError", "construction", "unsaid",

@@ -33,9 +33,10 @@ def round_to(dtype: str, x) -> np.ndarray:
     # bfloat16, rounded once from float64 (never through float32, which would round twice):
     # keep 8 significant bits with rint (ties to even), on the subnormal grid below 2^-126.
     p, tiny, largest = FORMATS[dtype]
+    subnormal_spacing_exponent = int(np.log2(tiny)) - p + 1  # -133: below 2^-126 the grid is fixed
     with np.errstate(over="ignore", invalid="ignore"):
         _, e = np.frexp(x)
-        quantum = np.exp2(np.maximum(e - p, -133).astype(np.float64))
+        quantum = np.exp2(np.maximum(e - p, subnormal_spacing_exponent).astype(np.float64))
         out = np.rint(x / quantum) * quantum
         out = np.where(np.abs(out) > largest, np.copysign(np.inf, x), out)
     return np.where(np.isfinite(x), out, x)

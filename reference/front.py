@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from reference import optimizer
-from reference.hyperparams import SCHEDULES, Group, Hyperparameters, LearningRate
+from reference.hyperparams import SCHEDULE_PARAMS, SCHEDULES, Group, Hyperparameters, LearningRate
 
 
 @dataclass
@@ -88,14 +88,18 @@ def check_learning_rate(argument: str, value: Any, type_clause: str, value_claus
     rule = "must be an int, float, tensor, iterable of numbers or schedule"
     if isinstance(value, LearningRate):
         lr = value
-        if lr.kind == "schedule" and lr.schedule not in SCHEDULES:
-            _fail(TypeError, argument, f"schedule must be one of {sorted(SCHEDULES)}", lr.schedule, type_clause)
+        if lr.kind not in ("constant", "sequence", "schedule") or lr.kind == "schedule" and (
+                lr.schedule not in SCHEDULES or sorted(dict(lr.params)) != sorted(SCHEDULE_PARAMS[lr.schedule])):
+            _fail(TypeError, argument, f"a schedule must be one of {sorted(SCHEDULE_PARAMS)} with exactly "
+                  f"its parameters {SCHEDULE_PARAMS}", value, type_clause)
+        if lr.kind == "sequence" and not lr.values:
+            _fail(TypeError, argument, rule, value, type_clause)
     elif _is_number(value) or isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
         lr = LearningRate.constant(float(value))
-    elif isinstance(value, (np.ndarray, list, tuple)) or isinstance(value, Iterable) and not isinstance(
-            value, (str, bytes, dict)):
-        items = list(np.ravel(value)) if isinstance(value, np.ndarray) and value.ndim == 1 else \
-            None if isinstance(value, np.ndarray) else list(value)
+    elif isinstance(value, np.ndarray) and value.ndim == 1 and value.size and value.dtype.kind in "iuf":
+        lr = LearningRate.sequence(float(v) for v in value)
+    elif isinstance(value, Iterable) and not isinstance(value, (str, bytes, dict, set, frozenset, np.ndarray)):
+        items = list(value)  # an ordered iterable: one value per step
         if not items or not all(_is_number(v) for v in items):
             _fail(TypeError, argument, rule, value, type_clause)
         lr = LearningRate.sequence(float(v) for v in items)
@@ -104,8 +108,11 @@ def check_learning_rate(argument: str, value: Any, type_clause: str, value_claus
     values = {"constant": (lr.value,), "sequence": lr.values}.get(lr.kind, tuple(v for _, v in lr.params))
     for v in values:
         check_nonnegative_finite(argument, v, value_clause)
-    if lr.kind == "schedule" and dict(lr.params).get("warmup_steps", 1.0) < 1.0:
-        _fail(ValueError, argument, "warmup_steps must be >= 1", dict(lr.params)["warmup_steps"], value_clause)
+    params = dict(lr.params)
+    if lr.kind == "schedule" and params.get("warmup_steps", 1.0) < 1.0:
+        _fail(ValueError, argument, "warmup_steps must be >= 1", params["warmup_steps"], value_clause)
+    if lr.kind == "schedule" and params.get("gamma", 0.0) > 1.0:  # a growing rate overflows
+        _fail(ValueError, argument, "gamma must be <= 1", params["gamma"], value_clause)
     return lr
 
 
@@ -193,6 +200,9 @@ class MindformersCame(_Front):
         index = {id(p): i for i, p in enumerate(flat)}
         hp_groups = []
         for g in groups:
+            if "lr" in g and flags["relative_step"]:
+                _fail(ValueError, "lr", "a group's lr must be absent when relative_step is True", g["lr"],
+                      "CAME-ERR-15")
             g_lr = check_learning_rate("lr", g["lr"], "CAME-ERR-1", "CAME-ERR-14") if "lr" in g else None
             g_wd = check_unit_interval("weight_decay", check_float("weight_decay", g["weight_decay"], "CAME-ERR-3"),
                                        "CAME-ERR-10") if "weight_decay" in g else None

@@ -75,11 +75,12 @@ class LearningRate:
                             params=tuple(sorted((k, float(v)) for k, v in obj["params"].items())))
 
 
-#: CAME-LR-4: the named schedules, as functions of the 0-based step index k.
+#: CAME-LR-4: the named schedules, as functions of the 0-based step index k, and their parameters.
 SCHEDULES = {
     "exponential": lambda p, k: p["base"] * p["gamma"] ** k,
     "warmup_linear": lambda p, k: p["base"] * min(1.0, (k + 1) / p["warmup_steps"]),
 }
+SCHEDULE_PARAMS = {"exponential": ("base", "gamma"), "warmup_linear": ("base", "warmup_steps")}
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,21 @@ class Hyperparameters:
     loss_scale: float = 1.0
     groups: tuple[Group, ...] = field(default=())
 
+    def __post_init__(self):
+        """CAME-HP-1: the fields that only make sense together (ranges are the fronts' job)."""
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
+        if (self.beta2 is None) != (self.profile == "mindformers") or \
+                (self.decay_rate is None) != (self.profile == "paper"):
+            raise ValueError("the paper profile takes beta2 and no decay_rate; mindformers takes decay_rate "
+                             f"and no beta2 (got beta2={self.beta2!r}, decay_rate={self.decay_rate!r})")
+        if (self.learning_rate is None) != self.relative_step:
+            raise ValueError("learning_rate must be None exactly when relative_step is True [CAME-ERR-15]")
+        if self.profile == "paper" and (self.scale_parameter or self.relative_step or self.warmup_init
+                                        or self.compression or self.loss_scale != 1.0):
+            raise ValueError("the paper profile has no scale_parameter, relative_step, warmup_init, "
+                             "compression or loss_scale [CAME-HP-2]")
+
     @staticmethod
     def defaults(profile: str, **overrides) -> "Hyperparameters":
         """CAME-HP-2 (paper) / CAME-HP-3 (mindformers): each profile's defaults."""
@@ -138,12 +154,12 @@ class Hyperparameters:
                 return group
         return None
 
-    def lr_at(self, t: int, theta_group: Group | None = None) -> float:
+    def lr_at(self, t: int, group: Group | None = None) -> float:
         """η_t before scale_parameter (CAME-LR-2 … CAME-LR-5)."""
         if self.relative_step:  # CAME-LR-5: Adafactor's relative step size
             ceiling = 1e-6 * t if self.warmup_init else 1e-2
             return min(ceiling, 1.0 / math.sqrt(t))
-        lr = theta_group.learning_rate if theta_group and theta_group.learning_rate is not None else self.learning_rate
+        lr = group.learning_rate if group and group.learning_rate is not None else self.learning_rate
         return lr.at(t - 1)
 
     def step_hyper(self, t: int, index: int) -> StepHyper:

@@ -31,8 +31,8 @@ class Update:
 
 
 def init(params: Sequence[np.ndarray], hp: Hyperparameters | None = None) -> CameState:
-    """CAME-STATE-4: zero state for every parameter, step counter 0."""
-    del hp  # the state layout depends on shapes only (CAME-STATE-1)
+    """CAME-STATE-4: zero state for every parameter, step counter 0 (``hp`` is accepted for the
+    optax-like signature; the layout depends on shapes only, CAME-STATE-1)."""
     return CameState(0, tuple(came_step.init_state(np.shape(p)) for p in params))
 
 
@@ -45,7 +45,7 @@ def check_gradients(grads: Sequence, params: Sequence) -> list[np.ndarray]:
     out = []
     for i, (g, p) in enumerate(zip(grads, params)):
         g = np.asarray(g)
-        if g.dtype.kind != "f":
+        if g.dtype.kind != "f" or g.dtype.itemsize > 8:  # read exactly as float64
             raise TypeError(f"gradients[{i}]: must have a real floating dtype, got {g.dtype} [CAME-ERR-S3]")
         if g.shape != np.shape(p):
             raise ValueError(f"gradients[{i}]: shape {g.shape} does not match its parameter's shape "
@@ -54,10 +54,22 @@ def check_gradients(grads: Sequence, params: Sequence) -> list[np.ndarray]:
     return out
 
 
+def check_state(state: CameState, params: Sequence) -> None:
+    """CAME-STATE-2/3: the state holds, for every parameter, exactly the tensors of its shape."""
+    if len(state.tensors) != len(params):
+        raise ValueError(f"state: holds {len(state.tensors)} parameters' tensors for {len(params)} parameters")
+    for i, (tensors, p) in enumerate(zip(state.tensors, params)):
+        want = came_step.state_shapes(np.shape(p))
+        got = {k: np.shape(v) for k, v in tensors.items()}
+        if got != want:
+            raise ValueError(f"state[{i}]: tensors {got} do not match the layout {want} of shape {np.shape(p)}")
+
+
 def update(grads: Sequence[np.ndarray], state: CameState, params: Sequence[np.ndarray],
            hp: Hyperparameters) -> Update:
     """One optimizer step at t = state.step + 1 (CAME-STATE-5, CAME-STEP-*)."""
     grads = check_gradients(grads, params)
+    check_state(state, params)
     t = state.step + 1
     results = [came_step.step(p, g, s, hp.step_hyper(t, i))
                for i, (p, g, s) in enumerate(zip(params, grads, state.tensors))]

@@ -14,10 +14,6 @@ import numpy as np
 
 F64 = np.float64
 
-#: State tensors of a factored parameter (ndim >= 2), in spec order (CAME-STATE-2).
-FACTORED_STATE = ("exp_avg", "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_insta_row", "exp_avg_insta_col")
-#: State tensors of an unfactored parameter (ndim <= 1) (CAME-STATE-3).
-VECTOR_STATE = ("exp_avg", "exp_avg_sq")
 
 #: The spec clause that defines each state tensor and each traced intermediate.
 DEFINING_CLAUSE = {
@@ -91,11 +87,6 @@ def init_state(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
     return {name: np.zeros(s, dtype=F64) for name, s in state_shapes(shape).items()}
 
 
-def rms(x: np.ndarray) -> F64:
-    """CAME-DEF-1: root mean square over every element of the tensor."""
-    return np.sqrt(np.mean(x * x))
-
-
 def row_mean(x: np.ndarray) -> np.ndarray:
     """CAME-DEF-2: mean over the last axis."""
     return np.mean(x, axis=-1)
@@ -162,7 +153,7 @@ def step(theta: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray], h
             u = factor(r, c, out=work["update"])  # CAME-STEP-4: U = F(r, c) · g
             u *= g
         else:
-            v = hp.beta2 * state["exp_avg_sq"] + (1.0 - hp.beta2) * q  # CAME-STEP-3V
+            v = np.asarray(hp.beta2 * state["exp_avg_sq"] + (1.0 - hp.beta2) * q)  # CAME-STEP-3V (0-D stays an array)
             if hp.compression:  # CAME-OPT-5: stored in float16, used as stored
                 v = v.astype(np.float16).astype(F64)
             out["exp_avg_sq"] = v

@@ -63,7 +63,6 @@ def write() -> None:
 
 
 if __name__ == "__main__":
-    import sys
 
     if sys.argv[1:] == ["--write"]:
         write()

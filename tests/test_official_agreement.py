@@ -20,9 +20,11 @@ stays below 0.5, and the compared state is otherwise positive.  Besides θ itsel
 Why 1e-12 (about 4500 float64 ulps): the two implementations evaluate the same formulas in a
 different order in a few places (torch's vectorised reductions against NumPy's pairwise
 sums; RMS as ‖x‖₂/sqrt(N) against sqrt(mean(x²)); θ·(−λη) added against θ − (ηλ)·θ).  Each
-computes each quantity within its first-order rounding bound, a few tens of ulps for these
-sizes (tests/test_oracle.py measures ≤ 5 ulps and bounds ≤ ~100), so one step's disagreement
-is at most about 2 × 100 ulps.  The state is a convex combination (EMA) of positive terms, so
+computes each quantity within its first-order rounding bound.  For quantities that cannot
+cancel (the statistics, U, Û, RMS) tests/test_oracle.py measures ≤ 5 ulps against bounds of at
+most ~100; the cancelling ones (m, D, Δ, θ') reach hundreds of ulps only where their terms
+cancel, which the data here rule out (signs kept, |θ| ≥ 1, as above), so one step's
+disagreement is at most about 2 × 100 ulps.  The state is a convex combination (EMA) of positive terms, so
 its relative disagreement stays at the per-step level instead of growing; θ accumulates the
 per-step disagreement of η·Δ additively, 20 × 200 ulps of a term that is itself ≪ |θ|; the
 step θ_t − θ_{t−1} carries one step's disagreement, about 200 ulps.

@@ -70,3 +70,13 @@ def test_the_parser_itself():
     prefix = "CAME" + "-"  # split, so that this file cites no family that does not exist
     assert found == [(prefix + "ERR", True), (prefix + "LR", True), ("CAME-STEP-3V", False),
                      ("CAME-BETA2-1", False), ("CAME-STEP-12", False)]
+
+
+def test_the_error_table_in_the_spec_is_generated_from_the_contract():
+    """CAME-ERR-1 … CAME-ERR-23, CAME-ERR-S1 … CAME-ERR-S3: spec §6.2 equals render_contract's output."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_contract", ROOT / "spec" / "render_contract.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.embedded() == module.render(), "run: python spec/render_contract.py --write"

@@ -13,7 +13,9 @@ Mode and ``MS_JIT`` are set before every call, so one worker process runs every 
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -24,6 +26,7 @@ from reference.step import state_shapes
 
 # MindFormers logs to ./output/log and MindSpore writes ./rank_0/om/analyze_fail.ir on compile errors.
 _SCRATCH = tempfile.mkdtemp(prefix="came-mindspore-")
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
 os.environ.setdefault("LOCAL_DEFAULT_PATH", _SCRATCH)
 os.environ.setdefault("MS_OM_PATH", _SCRATCH)
 os.environ.setdefault("GLOG_v", "3")  # errors only
@@ -134,7 +137,9 @@ class Session:
             s = {}
             for name, shape in state_shapes(tuple(p.shape)).items():
                 value = getattr(o, name)[i].asnumpy().astype(np.float64)
-                s[name] = value if value.shape == shape else np.broadcast_to(value, shape).copy()
+                if name == "exp_avg" and value.shape != shape and value.size == 1 and not o.use_first_moment:
+                    value = np.broadcast_to(value.reshape(()), shape).copy()  # the beta1 = 0 placeholder only
+                s[name] = value  # any other shape is reported as it is (CAME-STATE-2)
             state.append(s)
         return Snapshot([p.asnumpy().astype(np.float64) for p in self.params], state, int(o.step.asnumpy()[0]))
 
