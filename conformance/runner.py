@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, setti
 from conformance import deviations as deviations_mod
 from conformance import execute, strategies
 from conformance.arguments import param_values
-from conformance.cases import ErrorCase, TrajectoryCase, content_id, from_json
+from conformance.cases import ErrorCase, TrajectoryCase, content_id, from_json, to_json
 from conformance.report import dumps
 from conformance.targets import resolve
 from conformance.worker import TargetProcess

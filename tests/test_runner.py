@@ -80,3 +80,12 @@ def test_case_file_replays_a_saved_case(tmp_path):
 def test_unknown_target_is_a_clear_error():
     with pytest.raises(SystemExit, match="TARGET must be one of"):
         runner.resolve("no-such-target")
+
+
+def test_fixtures_and_resume_pass_on_the_reference(tmp_path):
+    """CAME-STATE-5: the golden vectors pass, and resuming from a checkpoint gives the same numbers."""
+    result, summary = _run(tmp_path, "reference-paper", sources=("fixtures", "resume"))
+    assert summary["conforms_except_declared"], summary
+    resumes = [r for r in result["records"] if r["kind"] == "resume"]
+    assert {r["dtype"] for r in resumes} == {"float64", "float32", "float16", "bfloat16"}
+    assert all(r["outcome"] == "pass" for r in resumes)
