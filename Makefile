@@ -27,7 +27,7 @@ setup-mindspore: .venvs/mindspore/.stamp
 .venvs/mindspore/.stamp: pyproject.toml
 	$(PYTHON) -m venv .venvs/mindspore
 	.venvs/mindspore/bin/python -m pip install --quiet --upgrade pip
-	.venvs/mindspore/bin/python -m pip install --quiet 'numpy<2' mindspore==2.9.0 mindformers==1.9.0
+	.venvs/mindspore/bin/python -m pip install --quiet -e '.[mindspore]'   # pins: pyproject.toml
 	touch $@
 
 test: setup
