@@ -622,6 +622,8 @@ class Came(_CameBase):
         self._setup(params, {"lr": lr, "weight_decay": wd, "beta1": b1, "beta3": b3}, bugs)
 
     def _group_lr(self, value):
+        if self.relative_step:  # CAME-ERR-15: no learning rate at all under relative_step
+            self.checks.value_error("lr", "absent from groups when relative_step is True", value)
         return self.checks.learning_rate("lr", value)
 
     def _weight_decay(self, value) -> float:
