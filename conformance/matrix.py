@@ -30,6 +30,7 @@ FAMILIES = (
     ("options", ("CAME-OPT-", "CAME-GROUP-", "CAME-STEP-10", "CAME-STEP-1", "CAME-HP-")),
     ("low precision", ("CAME-DTYPE-",)),
     ("error contract", ("CAME-ERR-",)),
+    ("runs to completion", ()),  # crashes and hangs with no divergence before them
 )
 TENSOR_FAMILY = {"exp_avg_sq_row": "second moment", "exp_avg_sq_col": "second moment", "exp_avg_sq": "second moment",
                  "exp_avg": "first moment", "exp_avg_insta_row": "instability", "exp_avg_insta_col": "instability",
@@ -52,10 +53,10 @@ def families_of(record: dict, profile: str, widest: str = "float64") -> set[str]
     if record["kind"] == "error":
         return {"error contract"}
     if record["outcome"] in ("fail", "error", "expected_deviation"):
-        first = record.get("first_divergence") or {}
-        fams = {family_of_clause(first.get("clause", "CAME-STATE-2"))}
+        first = record.get("first_divergence")
+        fams = {family_of_clause(first["clause"])} if first else {"runs to completion"}
     else:
-        fams = {"state layout"}
+        fams = {"state layout", "runs to completion"}
         for step in record.get("steps", [])[:1]:
             fams |= {TENSOR_FAMILY[k.split(".", 1)[1]] for k in step["per_step"]}
         fams |= {OPTION_FAMILY[o] for o in record.get("requires", []) if o in OPTION_FAMILY}

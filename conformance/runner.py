@@ -1,9 +1,10 @@
 """The conformance run: every case source, every execution variant, one stream of outcomes.
 
-Sources, in this order (fast and fixed first): the golden fixtures of the target's profile,
-the error vectors, Hypothesis trajectories, Hypothesis invalid arguments, save-and-resume.
-Each outcome is appended to ``records.jsonl`` as soon as it exists, so a crash or a kill of
-the run itself loses nothing; the final reports are written from it.
+Per variant, in this order (fast and fixed first): tier 0, the golden fixtures of the target's
+profile, the error vectors and valid boundaries, Hypothesis trajectories, Hypothesis invalid
+arguments, save-and-resume.  Each outcome is appended to ``records.jsonl`` as soon as it
+exists, so a crash or a kill of the run itself loses no outcome already obtained; the final
+reports are then written from the same records.
 """
 from __future__ import annotations
 
