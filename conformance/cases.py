@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from fixtures.load import float_to_hex, hex_to_float
 from reference.hyperparams import Hyperparameters
 
 
@@ -87,13 +87,13 @@ class ErrorCase:
 
 
 def hex_array(a: np.ndarray) -> dict:
+    """An array in the fixtures' exact float encoding (fixtures.load.float_to_hex)."""
     a = np.asarray(a, dtype=np.float64)
-    return {"shape": list(a.shape), "hex": [struct.pack(">d", float(x)).hex() for x in a.ravel()]}
+    return {"shape": list(a.shape), "hex": [float_to_hex(x) for x in a.ravel()]}
 
 
 def array_from_hex(obj: dict) -> np.ndarray:
-    values = [struct.unpack(">d", bytes.fromhex(h))[0] for h in obj["hex"]]
-    return np.array(values, dtype=np.float64).reshape(obj["shape"])
+    return np.array([hex_to_float(h) for h in obj["hex"]], dtype=np.float64).reshape(obj["shape"])
 
 
 def to_json(case) -> dict:

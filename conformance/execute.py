@@ -34,7 +34,7 @@ class Target:
         return self.info.state_dtype.get(dtype, dtype)
 
 
-def _record(case, variant: str, outcome: str, reason: str = "", **extra) -> dict:
+def new_record(case, variant: str, outcome: str, reason: str = "", **extra) -> dict:
     return {"id": case.id, "kind": case.kind, "variant": variant, "source": case.source, "flags": list(case.flags),
             "clauses": list(getattr(case, "clauses", ()) or [getattr(case, "clause", "")]),
             "dtype": getattr(case, "dtype", None), "outcome": outcome, "reason": reason, **extra}
@@ -57,15 +57,15 @@ def _applicable(target: Target, case) -> str:
 def run_case(target: Target, case, variant: str) -> dict:
     why = _applicable(target, case)
     if why:
-        return _record(case, variant, NOT_APPLICABLE, why)
+        return new_record(case, variant, NOT_APPLICABLE, why)
     started = time.perf_counter()
     try:
         record = run_error(target, case, variant) if case.kind == "error" else \
             run_trajectory(target, case, variant)
     except TargetFailure as exc:
-        record = _record(case, variant, ERROR, str(exc))
+        record = new_record(case, variant, ERROR, str(exc))
     except Exception as exc:  # noqa: BLE001 - a reply outside the protocol must not end the run
-        record = _record(case, variant, ERROR, f"the target's reply broke the protocol: "
+        record = new_record(case, variant, ERROR, f"the target's reply broke the protocol: "
                          f"{type(exc).__name__}: {exc}")
     record["seconds"] = round(time.perf_counter() - started, 4)
     record["case"] = to_json(case)
@@ -79,10 +79,10 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
     else:
         reply = p.call("open", case.hp.to_json(), case.params, case.dtype, variant)
     if reply[0] == "not_applicable":
-        return _record(case, variant, NOT_APPLICABLE, reply[1])
+        return new_record(case, variant, NOT_APPLICABLE, reply[1])
     if reply[0] == "raised":
         first = {"step": 0, "clause": "CAME-HP-1", "raised": reply[1], "note": f"construction raised {reply[1]}"}
-        return _record(case, variant, FAIL, f"opening raised {reply[1]}: {reply[2]}", traceback=reply[3],
+        return new_record(case, variant, FAIL, f"opening raised {reply[1]}: {reply[2]}", traceback=reply[3],
                        first_divergence=first, failures=[first])
     sid, steps, failures, regimes, crash = reply[1], [], [], set(), None
     try:
@@ -99,7 +99,7 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
                         failures.append({"step": t, "clause": "CAME-STATE-2", "note": f"read-back failed: {reply[1:3]}"})
                         break
                 elif reply[0] == "not_applicable":
-                    return _record(case, variant, NOT_APPLICABLE, f"at step {t}: {reply[1]}")
+                    return new_record(case, variant, NOT_APPLICABLE, f"at step {t}: {reply[1]}")
                 else:
                     failures.append({"step": t, "clause": "CAME-STEP-1", "raised": reply[1],
                                      "note": f"step raised {reply[1]}: {reply[2]}"})
@@ -139,11 +139,11 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
     first = failures[0] if failures else None
     located = {"first_divergence": first, "failures": failures} if first else {}
     if crash is not None:
-        return _record(case, variant, ERROR, f"the target failed {crash}", steps=steps, regimes=sorted(regimes),
+        return new_record(case, variant, ERROR, f"the target failed {crash}", steps=steps, regimes=sorted(regimes),
                        **located)
     if first is None:
-        return _record(case, variant, PASS, steps=steps, regimes=sorted(regimes))
-    return _record(case, variant, FAIL, f"first divergence at {describe_divergence(first)}", steps=steps,
+        return new_record(case, variant, PASS, steps=steps, regimes=sorted(regimes))
+    return new_record(case, variant, FAIL, f"first divergence at {describe_divergence(first)}", steps=steps,
                    regimes=sorted(regimes), **located)
 
 
@@ -167,34 +167,34 @@ def run_error(target: Target, case: ErrorCase, variant: str) -> dict:
     else:
         opened = p.call("construct", case.kwargs, variant)
         if opened[0] != "ok":
-            return _record(case, variant, FAIL if opened[0] == "raised" else NOT_APPLICABLE,
+            return new_record(case, variant, FAIL if opened[0] == "raised" else NOT_APPLICABLE,
                            f"valid construction failed: {opened[1:3]}", category="setup failed")
         reply = p.call("step", opened[1], {"encoded": case.grads})
         p.call("close", opened[1])
     if reply[0] == "not_applicable":
-        return _record(case, variant, NOT_APPLICABLE, reply[1])
+        return new_record(case, variant, NOT_APPLICABLE, reply[1])
     if case.exception is None:  # a value on the closed side of a documented range: must be accepted
         if reply[0] == "ok":
             if case.phase == "construction":
                 p.call("close", reply[1])
-            return _record(case, variant, PASS, category="accepted a valid value", argument=case.argument)
-        return _record(case, variant, FAIL, f"raised {reply[1]} ({reply[2][:200]!r}) for a value the contract "
+            return new_record(case, variant, PASS, category="accepted a valid value", argument=case.argument)
+        return new_record(case, variant, FAIL, f"raised {reply[1]} ({reply[2][:200]!r}) for a value the contract "
                        f"allows [{case.clause}]", category="rejected a valid value", raised=reply[1],
                        argument=case.argument)
     if reply[0] == "ok":
         if case.phase == "construction":
             p.call("close", reply[1])
-        return _record(case, variant, FAIL, f"did not raise; the contract requires {case.exception} "
+        return new_record(case, variant, FAIL, f"did not raise; the contract requires {case.exception} "
                        f"[{case.clause}]", category="did not raise", argument=case.argument)
     raised, message = reply[1], reply[2]
     if case.exception not in reply[4]:  # a subclass of the required exception conforms (spec §6)
-        return _record(case, variant, FAIL, f"raised {raised} ({message[:200]!r}); the contract requires "
+        return new_record(case, variant, FAIL, f"raised {raised} ({message[:200]!r}); the contract requires "
                        f"{case.exception} [{case.clause}]", category="raised another type", raised=raised,
                        argument=case.argument)
     if not re.search(case.match, message, re.IGNORECASE):  # 'Weight_decay' names weight_decay too
-        return _record(case, variant, FAIL, f"raised {raised}, but the message {message[:200]!r} does not name "
+        return new_record(case, variant, FAIL, f"raised {raised}, but the message {message[:200]!r} does not name "
                        f"the argument (expected /{case.match}/) [{case.clause}]",
                        category="raised, but the message does not name the argument", raised=raised,
                        argument=case.argument)
-    return _record(case, variant, PASS, category="raised the documented type", raised=raised,
+    return new_record(case, variant, PASS, category="raised the documented type", raised=raised,
                    argument=case.argument)

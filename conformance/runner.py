@@ -180,7 +180,7 @@ def _resume(target, case, variant) -> dict:
     """Save mid-trajectory, restore into a fresh session, finish: the uninterrupted run's numbers exactly."""
     p = target.process
     started = time.perf_counter()
-    record = execute._record(case, variant, execute.PASS)
+    record = execute.new_record(case, variant, execute.PASS)
     record.update(kind="resume", clauses=["CAME-STATE-5"], id="resume-" + case.id, requires=["save_restore"])
     half = len(case.grads) // 2
 
