@@ -292,6 +292,7 @@ def _run_variant(target, variant, variants, fixtures, cfg, sink, progress) -> No
 
 
 def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
+    strategies.load_project_modules()  # before any draw: the same cases from every entry point
     spec = resolve(target_name)
     declared = deviations_mod.load(spec.deviations)
     sink = Sink(out, declared, cfg.stop_on_failure)

@@ -8,8 +8,10 @@ are drawn per error-contract clause.  Every draw is labelled so a shrunk example
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import os
+import pkgutil
 
 import numpy as np
 from hypothesis import strategies as st
@@ -21,6 +23,23 @@ from reference.dtypes import round_to
 from reference.hyperparams import Group, Hyperparameters, LearningRate
 
 MAX_SIZE = int(os.environ.get("CAME_MAX_ARRAY_SIZE", "64"))
+
+#: The project's modules, all of them: see ``load_project_modules``.  The adapters package is
+#: left out: its modules run in the target's worker, never in the runner.
+PROJECT_PACKAGES = ("reference", "fixtures", "conformance", "conformance.mutants")
+
+
+def load_project_modules() -> None:
+    """Make a seed give the same cases whatever the entry point (run, matrix, mutation).
+
+    Hypothesis also draws constants it finds in the project's loaded modules, and keeps the pool
+    it first sees: which modules happen to be imported would otherwise change the cases.  Every
+    module here guards its command line with ``if __name__ == "__main__"``, so importing is safe.
+    """
+    for package in PROJECT_PACKAGES:
+        for module in pkgutil.iter_modules(importlib.import_module(package).__path__, package + "."):
+            if not module.ispkg:
+                importlib.import_module(module.name)
 
 
 def shapes(allow_zero: bool = False, max_dims: int = 4):

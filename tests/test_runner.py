@@ -1,6 +1,7 @@
 """The conformance runner itself: verdicts, robustness, reproducibility, reports."""
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from conformance import report, runner
 from reference.contract import clauses_for
 
+ROOT = Path(__file__).resolve().parent.parent
 HYPOTHESIS_ONLY = ("hypothesis", "hypothesis-errors")
 
 
@@ -89,3 +91,21 @@ def test_fixtures_and_resume_pass_on_the_reference(tmp_path):
     resumes = [r for r in result["records"] if r["kind"] == "resume"]
     assert {r["dtype"] for r in resumes} == {"float64", "float32", "float16", "bfloat16"}
     assert all(r["outcome"] == "pass" for r in resumes)
+
+
+def test_cases_do_not_depend_on_the_entry_point(tmp_path):
+    """Hypothesis mines constants from loaded modules; the runner loads all of the project's first,
+    so `run`, `matrix` and `mutation` draw the same cases from the same seed (fresh processes)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, json\n{extra}from pathlib import Path\nfrom conformance import runner\n"
+              "r = runner.run('reference-paper', Path(sys.argv[1]), runner.Settings(examples=4, "
+              "sources=('hypothesis',)), progress=lambda m: None)\n"
+              "print(json.dumps([x['id'] for x in r['records']]))")
+    ids = []
+    for extra in ("", "import conformance.matrix, conformance.mutation\n"):
+        out = subprocess.run([sys.executable, "-c", script.format(extra=extra), str(tmp_path / str(len(ids)))],
+                             capture_output=True, text=True, check=True, cwd=ROOT)
+        ids.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert ids[0] == ids[1] and len(ids[0]) > 1
