@@ -35,19 +35,19 @@ test: setup
 
 # The MindSpore environment is installed only when a target needs it.
 conform: setup $(if $(filter mindspore,$(TARGET)),setup-mindspore)
-	$(PY) -m conformance run --target $(TARGET) --seed $(SEED) $(CONFORM_ARGS)
+	$(PY) -m came_conformance run --target $(TARGET) --seed $(SEED) $(CONFORM_ARGS)
 
 matrix: setup setup-mindspore
-	$(PY) -m conformance.matrix --seed $(SEED) $(BUILTIN_TARGETS)
+	$(PY) -m came_conformance.matrix --seed $(SEED) $(BUILTIN_TARGETS)
 
 mutants: setup
-	$(PY) -m conformance.mutation --seed $(SEED)
+	$(PY) -m came_conformance.mutation --seed $(SEED)
 
 fixtures: setup
-	$(PY) -m fixtures.generate
+	$(PY) -m came_conformance.fixtures.generate
 
 check-fixtures: setup
-	$(PY) -m fixtures.check
+	$(PY) -m came_conformance.fixtures.check
 
 bench: setup
 	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-enable --benchmark-only

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance import runner
-from conformance.targets import resolve
+from came_conformance import runner
+from came_conformance.targets import resolve
 
 RESULTS = {}
 

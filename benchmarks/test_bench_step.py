@@ -24,7 +24,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from reference import step as came_step
+from came_conformance.reference import step as came_step
 
 torch = pytest.importorskip("torch", reason="torch is not installed: came-pytorch needs it")
 import came_pytorch  # noqa: E402

@@ -1,15 +1,15 @@
-"""Command line: ``python -m conformance run --target T`` (README "Running the suite")."""
+"""Command line: ``python -m came_conformance run --target T`` (README "Running the suite")."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from conformance import report, runner
+from came_conformance import report, runner
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conformance")
+    parser = argparse.ArgumentParser(prog="python -m came_conformance")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the suite against one target and write reports/<target>/")
     run.add_argument("--target", required=True, help="built-in name, mutant:NAME, or module:factory")

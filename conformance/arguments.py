@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from reference.hyperparams import LearningRate
+from came_conformance.reference.hyperparams import LearningRate
 
 
 def param_values(shape) -> np.ndarray:

@@ -4,7 +4,7 @@ A ``TrajectoryCase`` is a start (parameters, hyperparameters, dtype) and gradien
 step; an ``ErrorCase`` is one call of a documented constructor (and, for the step phase, one
 bad gradient list) with the error the contract requires.  Both serialise to exact JSON
 (floats as IEEE-754 hex) so any failure can be replayed with
-``python -m conformance run --target T --case-file FILE``.
+``python -m came_conformance run --target T --case-file FILE``.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fixtures.load import float_to_hex, hex_to_float
-from reference.hyperparams import Hyperparameters
+from came_conformance.fixtures.load import float_to_hex, hex_to_float
+from came_conformance.reference.hyperparams import Hyperparameters
 
 
 @dataclass

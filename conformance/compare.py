@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from conformance import tolerance
-from reference import step as came_step
-from reference.dtypes import FORMATS, round_to, ulp, unit_roundoff
+from came_conformance import tolerance
+from came_conformance.reference import step as came_step
+from came_conformance.reference.dtypes import FORMATS, round_to, ulp, unit_roundoff
 
 #: Computation order of the compared tensors (CAME-STEP-3 … CAME-STEP-12).
 ORDER = ("exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq", "exp_avg", "exp_avg_insta_row", "exp_avg_insta_col",

@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 
-from conformance import compare
-from conformance.cases import ErrorCase, TrajectoryCase, to_json
-from conformance.protocol import Snapshot
-from conformance.worker import TargetFailure, TargetProcess
-from fixtures.generate import run as reference_run
-from reference.step import init_state
+from came_conformance import compare
+from came_conformance.cases import ErrorCase, TrajectoryCase, to_json
+from came_conformance.protocol import Snapshot
+from came_conformance.worker import TargetFailure, TargetProcess
+from came_conformance.fixtures.generate import run as reference_run
+from came_conformance.reference.step import init_state
 
 PASS, FAIL, NOT_APPLICABLE, ERROR = "pass", "fail", "not_applicable", "error"
 

@@ -1,6 +1,6 @@
 """The compliance matrix: spec clause families × targets (``make matrix``).
 
-``python -m conformance.matrix T1 T2 ...`` runs the suite against each target (each in its
+``python -m came_conformance.matrix T1 T2 ...`` runs the suite against each target (each in its
 own report directory) and writes reports/matrix.md, reports/matrix.json and reports/matrix.png.
 A cell says ``conforms`` (some applicable case exercised the family and every such case passed),
 ``deviates`` (with the deviation ids, or ``unexpected`` for undeclared failures) or ``n/a``.
@@ -13,8 +13,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from conformance import report, runner
-from reference.dtypes import FORMATS
+from came_conformance import report, runner
+from came_conformance.reference.dtypes import FORMATS
 
 #: Row -> how a record is attributed to it.  Failures go to the family of the clause of their
 #: first divergence; passes to every family their compared tensors and options exercise.
@@ -168,7 +168,7 @@ def plot(docs: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conformance.matrix")
+    parser = argparse.ArgumentParser(prog="python -m came_conformance.matrix")
     parser.add_argument("targets", nargs="+")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--examples", type=int, default=runner.Settings.examples)

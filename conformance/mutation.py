@@ -1,6 +1,6 @@
 """The mutation run (``make mutants``): does the suite catch broken CAME ports and spare correct ones?
 
-``python -m conformance.mutation [--only NAME[,NAME...]] [--out reports/mutants] [--seed 0]``
+``python -m came_conformance.mutation [--only NAME[,NAME...]] [--out reports/mutants] [--seed 0]``
 
 1. Every mutant of ``conformance.mutants.catalogue`` is an ordinary target (``mutant:NAME``); the
    whole suite runs against it with ``Settings(stop_on_failure=True)`` and a fixed seed, and the
@@ -29,9 +29,9 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from conformance import report, runner
-from conformance.mutants.catalogue import CONTROLS, MUTANTS
-from conformance.targets import BUILTIN
+from came_conformance import report, runner
+from came_conformance.mutants.catalogue import CONTROLS, MUTANTS
+from came_conformance.targets import BUILTIN
 
 #: Targets that must pass (the false-alarm control), after the correct port in both profiles.
 REAL_CONTROLS = ("reference", "reference-paper", "came-pytorch", "pytorch-optimizer")
@@ -41,7 +41,7 @@ FULL_SOURCES = runner.Settings.sources
 def available_sources() -> tuple[tuple[str, ...], str]:
     """The suite's sources; without golden fixtures, the Hypothesis ones only (and say so)."""
     try:
-        from fixtures.cases import load_cases
+        from came_conformance.fixtures.cases import load_cases
 
         load_cases("mindformers")
         load_cases("paper")
@@ -90,7 +90,7 @@ def _killer(record: dict) -> dict:
 def run_mutant(name: str, out: Path, seed: int, sources: tuple[str, ...], examples: int,
                shrink_calls: int) -> dict:
     """One mutant under the whole suite, stopping at the first unexplained failure."""
-    from conformance.mutants.catalogue import lookup
+    from came_conformance.mutants.catalogue import lookup
 
     mutant = lookup(name)
     cfg = runner.Settings(seed=seed, examples=examples, sources=sources, stop_on_failure=True,
@@ -183,7 +183,7 @@ def _parallel(fn, jobs: int, calls: list[tuple]) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conformance.mutation", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m came_conformance.mutation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", help="run only these mutants or controls (comma-separated, "
                         "repeatable); controls run only when named")
     parser.add_argument("--out", default="reports/mutants")

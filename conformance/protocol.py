@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from reference.hyperparams import Hyperparameters
+from came_conformance.reference.hyperparams import Hyperparameters
 
 #: Options a case may require; a target lists the ones it can express (CAME-OPT-*).
 OPTIONS = (

@@ -74,7 +74,7 @@ def verdict(run: dict) -> dict:
 
 def repro_command(run: dict, record: dict, case_path: str) -> str:
     """A command that replays one case, into a directory of its own (the run's report stays)."""
-    return (f".venvs/core/bin/python -m conformance run --target {run['target']} --variant {record['variant']} "
+    return (f".venvs/core/bin/python -m came_conformance run --target {run['target']} --variant {record['variant']} "
             f"--case-file {case_path} --out reports/repro-{record['id'].replace('@', '-')}")
 
 

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, settings
 
-from conformance import deviations as deviations_mod
-from conformance import execute, strategies
-from conformance.arguments import param_values
-from conformance.cases import ErrorCase, TrajectoryCase, content_id, from_json, to_json
-from conformance.report import dumps
-from conformance.targets import resolve
-from conformance.worker import TargetProcess
-from reference import contract
-from reference.dtypes import round_to
-from reference.hyperparams import Hyperparameters
+from came_conformance import deviations as deviations_mod
+from came_conformance import execute, strategies
+from came_conformance.arguments import param_values
+from came_conformance.cases import ErrorCase, TrajectoryCase, content_id, from_json, to_json
+from came_conformance.report import dumps
+from came_conformance.targets import resolve
+from came_conformance.worker import TargetProcess
+from came_conformance.reference import contract
+from came_conformance.reference.dtypes import round_to
+from came_conformance.reference.hyperparams import Hyperparameters
 
 
 @dataclass
@@ -84,7 +84,7 @@ def fixture_cases(profile: str, api: str, dtypes: tuple[str, ...]):
 
     Float64 trajectories run at float32 on a target without float64.
     """
-    from fixtures.cases import load_cases  # numpy-side loader of the golden vectors
+    from came_conformance.fixtures.cases import load_cases  # numpy-side loader of the golden vectors
 
     cases = load_cases(profile, api)
     if "float64" not in dtypes and "float32" in dtypes:

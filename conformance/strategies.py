@@ -16,17 +16,17 @@ import pkgutil
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance.arguments import encode_float
-from conformance.cases import TrajectoryCase, content_id, to_json
-from fixtures.generate import derive_flags, numeric_clauses, run as reference_run
-from reference.dtypes import round_to
-from reference.hyperparams import Group, Hyperparameters, LearningRate
+from came_conformance.arguments import encode_float
+from came_conformance.cases import TrajectoryCase, content_id, to_json
+from came_conformance.fixtures.generate import derive_flags, numeric_clauses, run as reference_run
+from came_conformance.reference.dtypes import round_to
+from came_conformance.reference.hyperparams import Group, Hyperparameters, LearningRate
 
 MAX_SIZE = int(os.environ.get("CAME_MAX_ARRAY_SIZE", "64"))
 
 #: The project's modules, all of them: see ``load_project_modules``.  The adapters package is
 #: left out: its modules run in the target's worker, never in the runner.
-PROJECT_PACKAGES = ("reference", "fixtures", "conformance", "conformance.mutants")
+PROJECT_PACKAGES = ("reference", "fixtures", "conformance", "came_conformance.mutants")
 
 
 def load_project_modules() -> None:
@@ -163,7 +163,7 @@ VALID_BOUNDARIES = {
 
 def valid_boundary_cases(api: str, base_kwargs: dict) -> list:
     """Construction cases that must NOT raise (``exception`` None): the other side of the contract."""
-    from conformance.cases import ErrorCase
+    from came_conformance.cases import ErrorCase
 
     out = []
     for clause, argument, value in VALID_BOUNDARIES[api]:

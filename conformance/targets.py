@@ -30,11 +30,11 @@ def _venv_python(name: str) -> str:
 
 
 BUILTIN = {
-    "reference": ("conformance.adapters.reference:factory", None),
-    "reference-paper": ("conformance.adapters.reference:paper_factory", None),
-    "mindspore": ("conformance.adapters.mindspore:factory", "mindspore"),
-    "came-pytorch": ("conformance.adapters.came_pytorch:factory", "core"),
-    "pytorch-optimizer": ("conformance.adapters.pytorch_optimizer:factory", "core"),
+    "reference": ("came_conformance.adapters.reference:factory", None),
+    "reference-paper": ("came_conformance.adapters.reference:paper_factory", None),
+    "mindspore": ("came_conformance.adapters.mindspore:factory", "mindspore"),
+    "came-pytorch": ("came_conformance.adapters.came_pytorch:factory", "core"),
+    "pytorch-optimizer": ("came_conformance.adapters.pytorch_optimizer:factory", "core"),
 }
 
 
@@ -45,7 +45,7 @@ def resolve(target: str) -> TargetSpec:
         deviations = REPO / "targets" / target / "deviations.json"
         return TargetSpec(target, factory, python, deviations=deviations if deviations.exists() else None)
     if target.startswith("mutant:"):
-        return TargetSpec(target, f"conformance.mutants:factory_{target.split(':', 1)[1].replace('-', '_')}",
+        return TargetSpec(target, f"came_conformance.mutants:factory_{target.split(':', 1)[1].replace('-', '_')}",
                           sys.executable)
     if ":" in target:
         return TargetSpec(target.replace(":", "."), target, os.environ.get("CAME_TARGET_PYTHON", sys.executable))

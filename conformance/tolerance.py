@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from reference.dtypes import unit_roundoff
-from reference.step import StepHyper, is_factored
+from came_conformance.reference.dtypes import unit_roundoff
+from came_conformance.reference.step import StepHyper, is_factored
 
 #: Second-order terms and the constant factors rounded up in the derivation are covered by
 #: this factor (docs/tolerances.md §3); it is the only free constant of the model.

@@ -1,6 +1,6 @@
 """The target runs in a worker process: crashes and hangs cost one case, never the run.
 
-``python -m conformance.worker MODULE:FACTORY`` serves requests on stdin/stdout as
+``python -m came_conformance.worker MODULE:FACTORY`` serves requests on stdin/stdout as
 length-prefixed pickles (only between the suite's own processes; nothing is stored this way).
 The worker moves the process's fd 1 to stderr first, so a framework that prints to stdout
 cannot corrupt the channel.  ``TargetProcess`` is the client: one request at a time, each
@@ -56,8 +56,8 @@ class _Server:
         return self.next_id
 
     def handle(self, command: str, args: tuple):
-        from conformance import arguments
-        from reference.hyperparams import Hyperparameters
+        from came_conformance import arguments
+        from came_conformance.reference.hyperparams import Hyperparameters
 
         if command == "describe":
             return self.adapter.describe()
@@ -90,7 +90,7 @@ def serve(spec: str) -> None:
     os.dup2(2, 1)  # anything printed to stdout now goes to stderr
     sys.stdout = sys.stderr
     requests = sys.stdin.buffer
-    from conformance.protocol import NotApplicable
+    from came_conformance.protocol import NotApplicable
 
     try:
         server = _Server(load_factory(spec)())
@@ -123,7 +123,7 @@ class TargetProcess:
     def _start(self, startup_timeout: float) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.proc = subprocess.Popen([self.python, "-m", "conformance.worker", self.spec], stdin=subprocess.PIPE,
+            self.proc = subprocess.Popen([self.python, "-m", "came_conformance.worker", self.spec], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env, cwd=REPO,
                                          start_new_session=True)
         except OSError as exc:

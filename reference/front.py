@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from reference import optimizer
-from reference.hyperparams import SCHEDULE_PARAMS, SCHEDULES, Group, Hyperparameters, LearningRate
+from came_conformance.reference import optimizer
+from came_conformance.reference.hyperparams import SCHEDULE_PARAMS, SCHEDULES, Group, Hyperparameters, LearningRate
 
 
 @dataclass

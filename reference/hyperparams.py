@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reference.step import StepHyper
+from came_conformance.reference.step import StepHyper
 
 PROFILES = ("paper", "mindformers")
 

@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from reference import step as came_step
-from reference.hyperparams import Hyperparameters
+from came_conformance.reference import step as came_step
+from came_conformance.reference.hyperparams import Hyperparameters
 
 
 @dataclass(frozen=True)

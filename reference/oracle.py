@@ -33,7 +33,7 @@ from typing import Iterable, Mapping
 import numpy as np
 from mpmath import libmp, mp, mpf
 
-from reference.step import StepHyper
+from came_conformance.reference.step import StepHyper
 
 #: Working precision of the oracle, in decimal digits (about 3.3 bits each).
 DPS = 60

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the repo
 
-from reference.contract import CLAUSES, ErrorClause  # noqa: E402
+from came_conformance.reference.contract import CLAUSES, ErrorClause  # noqa: E402
 
 BEGIN = "<!-- contract:begin -->"
 END = "<!-- contract:end -->"

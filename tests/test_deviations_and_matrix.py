@@ -1,5 +1,5 @@
 """Deviation matching and the compliance-matrix attribution (CAME-STEP-3, CAME-STEP-9, CAME-ERR-10)."""
-from conformance import deviations, matrix
+from came_conformance import deviations, matrix
 
 
 def _fail(clause, variant="graph", kind="trajectory", **extra):

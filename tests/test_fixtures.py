@@ -15,13 +15,13 @@ import sys
 import numpy as np
 import pytest
 
-from conformance.adapters.reference import ReferenceAdapter
-from conformance.arguments import decode
-from fixtures import check as fcheck
-from fixtures import generate as gen
-from fixtures.cases import load_cases, load_vectors
-from fixtures.load import float_to_hex, read_raw
-from reference.dtypes import round_to
+from came_conformance.adapters.reference import ReferenceAdapter
+from came_conformance.arguments import decode
+from came_conformance.fixtures import check as fcheck
+from came_conformance.fixtures import generate as gen
+from came_conformance.fixtures.cases import load_cases, load_vectors
+from came_conformance.fixtures.load import float_to_hex, read_raw
+from came_conformance.reference.dtypes import round_to
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = load_vectors()
@@ -34,7 +34,7 @@ def hexes(a) -> list[str]:
 
 
 def test_check_passes():
-    """``python -m fixtures.check``: schemas, ids, counts, regeneration (0 ulp) and clause coverage."""
+    """``python -m came_conformance.fixtures.check``: schemas, ids, counts, regeneration (0 ulp) and clause coverage."""
     lines = []
     problems = fcheck.check(report=lines.append)
     assert not problems, "\n".join(lines)
@@ -94,7 +94,7 @@ def test_stdlib_loader_reads_every_file_without_numpy():
 
 def test_loader_decodes():
     """Hex floats, tensors of every rank, NaN canonical (CAME-NONFINITE-1)."""
-    from fixtures.load import Tensor, decode_tensor, hex_to_float
+    from came_conformance.fixtures.load import Tensor, decode_tensor, hex_to_float
 
     assert hex_to_float("3fb999999999999a") == 0.1
     assert float_to_hex(-0.0) == "8000000000000000"
@@ -168,7 +168,7 @@ def test_error_vector_raises_on_reference(case):
 
 def test_error_vector_base_call_is_valid():
     """Each error vector changes one argument of a call that succeeds (CAME-HP-2, CAME-HP-3)."""
-    from fixtures import catalogue
+    from came_conformance.fixtures import catalogue
 
     for profile in gen.PROFILES:
         gen.check_base_kwargs(profile)
@@ -232,7 +232,7 @@ def test_check_reports_ulps_per_tensor_and_step():
 
 def test_every_error_clause_has_an_error_vector():
     """Every error-contract row of reference/contract.py, for each of its profiles (CAME-ERR-1 … CAME-ERR-23, CAME-ERR-S1 … CAME-ERR-S3)."""
-    from reference import contract
+    from came_conformance.reference import contract
 
     have = {(c.profile, c.error["clause"]) for c in ERRORS}
     for row in contract.CLAUSES:
@@ -270,7 +270,7 @@ def test_runner_cases():
 
 
 def test_captured_cases_regenerate_and_bad_captures_are_refused():
-    """``python -m fixtures.add`` keeps runner cases (CAME-ZERO-1 regression from came-pytorch) and
+    """``python -m came_conformance.fixtures.add`` keeps runner cases (CAME-ZERO-1 regression from came-pytorch) and
     refuses a case the reference contradicts."""
     stored = {t["id"]: t for path in _data_files() for t in read_raw(path)["tests"]}
     kept = gen.captured()

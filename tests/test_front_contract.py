@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reference import contract
-from reference.front import MindformersCame, PaperCame, Parameter
-from reference.hyperparams import Hyperparameters, LearningRate
+from came_conformance.reference import contract
+from came_conformance.reference.front import MindformersCame, PaperCame, Parameter
+from came_conformance.reference.hyperparams import Hyperparameters, LearningRate
 
 FRONTS = {"mindformers": MindformersCame, "paper": PaperCame}
 SHAPE = (2, 3)

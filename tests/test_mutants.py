@@ -15,12 +15,12 @@ import re
 import numpy as np
 import pytest
 
-import conformance.mutants as mutants
-from conformance.mutants import catalogue, port
-from conformance.mutants.adapter import MutantAdapter
-from conformance.protocol import Snapshot
-from reference import optimizer
-from reference.hyperparams import Group, Hyperparameters, LearningRate
+import came_conformance.mutants as mutants
+from came_conformance.mutants import catalogue, port
+from came_conformance.mutants.adapter import MutantAdapter
+from came_conformance.protocol import Snapshot
+from came_conformance.reference import optimizer
+from came_conformance.reference.hyperparams import Group, Hyperparameters, LearningRate
 
 RNG_SEED = 20230707
 
@@ -278,7 +278,7 @@ def test_unknown_switch_is_rejected():
 # --------------------------------------------------------------------------------------------
 
 def test_mutant_targets_resolve():
-    from conformance.targets import resolve
+    from came_conformance.targets import resolve
 
     spec = resolve("mutant:clip-min")
     module, _, attr = spec.factory.partition(":")
@@ -293,8 +293,8 @@ def test_mutant_targets_resolve():
 
 
 def test_driver_kills_one_mutant_and_passes_the_control(tmp_path):
-    """``python -m conformance.mutation`` end to end on a small budget (Hypothesis sources only)."""
-    from conformance import mutation
+    """``python -m came_conformance.mutation`` end to end on a small budget (Hypothesis sources only)."""
+    from came_conformance import mutation
 
     code = mutation.main(["--only", "clip-min,none", "--sources", "hypothesis", "--examples", "5", "--jobs", "1",
                           "--out", str(tmp_path)])

@@ -41,8 +41,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is not installed: the official came-pytorch needs it")
 import came_pytorch  # noqa: E402  (a missing came_pytorch with torch present is an error, not a skip)
 
-from reference.dtypes import ulp  # noqa: E402
-from reference.front import PaperCame, Parameter  # noqa: E402
+from came_conformance.reference.dtypes import ulp  # noqa: E402
+from came_conformance.reference.front import PaperCame, Parameter  # noqa: E402
 
 STEPS = 20
 REL_TOL = 1e-12

@@ -31,10 +31,10 @@ import time
 import numpy as np
 from mpmath import mp, mpf
 
-from reference import optimizer
-from reference.dtypes import ulp
-from reference.hyperparams import Hyperparameters, LearningRate
-from reference.oracle import DPS, U64, as_float64, oracle_step_with_bounds
+from came_conformance.reference import optimizer
+from came_conformance.reference.dtypes import ulp
+from came_conformance.reference.hyperparams import Hyperparameters, LearningRate
+from came_conformance.reference.oracle import DPS, U64, as_float64, oracle_step_with_bounds
 
 STEPS = 8
 SHAPES = [(), (1,), (6,), (1, 1), (1, 5), (4, 1), (3, 4), (7, 9), (2, 1, 3), (2, 3, 4), (1, 2, 1, 3), (2, 2, 3, 2)]
@@ -253,7 +253,7 @@ def test_every_quantity_and_option_was_exercised():
 
 def test_oracle_rounds_float16_exactly():
     """CAME-OPT-5: the oracle's float16 rounding is nearest, ties to even, with overflow to inf."""
-    from reference.oracle import FLOAT16, round_to_format
+    from came_conformance.reference.oracle import FLOAT16, round_to_format
     with mp.workdps(DPS):
         one_ulp = mpf(2) ** -10
         assert round_to_format(1 + one_ulp / 2, FLOAT16) == 1  # tie -> even (1.0)

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from mpmath import mp, mpf
 
-from reference import optimizer
-from reference import step as came_step
-from reference.dtypes import round_to, ulp
-from reference.hyperparams import Hyperparameters, LearningRate
-from reference.step import StepHyper
+from came_conformance.reference import optimizer
+from came_conformance.reference import step as came_step
+from came_conformance.reference.dtypes import round_to, ulp
+from came_conformance.reference.hyperparams import Hyperparameters, LearningRate
+from came_conformance.reference.step import StepHyper
 
 SETTINGS = settings(max_examples=60, deadline=None)
 U = 2.0 ** -53  # unit roundoff of float64

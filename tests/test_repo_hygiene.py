@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance import deviations
-from conformance.targets import BUILTIN
+from came_conformance import deviations
+from came_conformance.targets import BUILTIN
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_IDS = set(re.findall(r"^\*\*(CAME-[A-Z0-9]+(?:-[A-Z0-9]+)*)\*\*", (ROOT / "spec" / "came.md").read_text(),

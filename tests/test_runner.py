@@ -6,8 +6,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conformance import report, runner
-from reference.contract import clauses_for
+from came_conformance import report, runner
+from came_conformance.reference.contract import clauses_for
 
 ROOT = Path(__file__).resolve().parent.parent
 HYPOTHESIS_ONLY = ("hypothesis", "hypothesis-errors")
@@ -104,7 +104,7 @@ def test_cases_do_not_depend_on_the_entry_point(tmp_path):
               "sources=('hypothesis',)), progress=lambda m: None)\n"
               "print(json.dumps([x['id'] for x in r['records']]))")
     ids = []
-    for extra in ("", "import conformance.matrix, conformance.mutation\n"):
+    for extra in ("", "import came_conformance.matrix, came_conformance.mutation\n"):
         out = subprocess.run([sys.executable, "-c", script.format(extra=extra), str(tmp_path / str(len(ids)))],
                              capture_output=True, text=True, check=True, cwd=ROOT)
         ids.append(json.loads(out.stdout.strip().splitlines()[-1]))

@@ -6,9 +6,9 @@ steps, and the rounding of reference/dtypes.py against the oracle's exact roundi
 import numpy as np
 import pytest
 
-from reference.dtypes import round_to
-from reference.hyperparams import Hyperparameters, LearningRate
-from reference.oracle import DPS, mp, mpf, round_to_format
+from came_conformance.reference.dtypes import round_to
+from came_conformance.reference.hyperparams import Hyperparameters, LearningRate
+from came_conformance.reference.oracle import DPS, mp, mpf, round_to_format
 
 FORMATS = {"float32": (24, -126, float(np.finfo(np.float32).max)), "float16": (11, -14, 65504.0),
            "bfloat16": (8, -126, float.fromhex("0x1.fep127"))}

@@ -13,9 +13,9 @@ import io
 import numpy as np
 import torch
 
-from conformance.protocol import NotApplicable, Snapshot
-from reference.hyperparams import Hyperparameters
-from reference.step import init_state
+from came_conformance.protocol import NotApplicable, Snapshot
+from came_conformance.reference.hyperparams import Hyperparameters
+from came_conformance.reference.step import init_state
 
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
                 "bfloat16": torch.bfloat16}

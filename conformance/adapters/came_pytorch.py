@@ -13,9 +13,9 @@ import importlib.metadata
 
 import torch
 
-from conformance.adapters import _torch_common as common
-from conformance.protocol import NotApplicable, TargetInfo
-from reference.hyperparams import Hyperparameters
+from came_conformance.adapters import _torch_common as common
+from came_conformance.protocol import NotApplicable, TargetInfo
+from came_conformance.reference.hyperparams import Hyperparameters
 
 
 class Session(common.TorchSession):

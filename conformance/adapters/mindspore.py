@@ -20,9 +20,9 @@ import tempfile
 
 import numpy as np
 
-from conformance.protocol import NotApplicable, Snapshot, TargetInfo
-from reference.hyperparams import Hyperparameters, LearningRate
-from reference.step import state_shapes
+from came_conformance.protocol import NotApplicable, Snapshot, TargetInfo
+from came_conformance.reference.hyperparams import Hyperparameters, LearningRate
+from came_conformance.reference.step import state_shapes
 
 # MindFormers logs to ./output/log and MindSpore writes ./rank_0/om/analyze_fail.ir on compile errors.
 _SCRATCH = tempfile.mkdtemp(prefix="came-mindspore-")

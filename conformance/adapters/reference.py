@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from conformance.protocol import Snapshot, TargetInfo
-from reference import front
-from reference.dtypes import round_to
-from reference.hyperparams import Hyperparameters
-from reference.optimizer import CameState
+from came_conformance.protocol import Snapshot, TargetInfo
+from came_conformance.reference import front
+from came_conformance.reference.dtypes import round_to
+from came_conformance.reference.hyperparams import Hyperparameters
+from came_conformance.reference.optimizer import CameState
 
 ALL_OPTIONS = frozenset({"weight_decay", "scale_parameter", "relative_step", "warmup_init", "compression",
                          "loss_scale", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore"})

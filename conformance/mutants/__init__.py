@@ -9,15 +9,15 @@ from __future__ import annotations
 
 
 def _by_attribute() -> dict[str, str]:
-    from conformance.mutants.catalogue import BY_NAME
+    from came_conformance.mutants.catalogue import BY_NAME
 
     return {name.replace("-", "_"): name for name in BY_NAME}
 
 
 def adapter_for(name: str):
     """The adapter of catalogue entry ``name`` (``NAME--profile`` allowed)."""
-    from conformance.mutants.adapter import MutantAdapter
-    from conformance.mutants.catalogue import lookup
+    from came_conformance.mutants.adapter import MutantAdapter
+    from came_conformance.mutants.catalogue import lookup
 
     mutant = lookup(name)
     return MutantAdapter(mutant.name, mutant.profile, mutant.switches)

@@ -13,9 +13,9 @@ import pickle
 
 import numpy as np
 
-from conformance.mutants import port
-from conformance.protocol import NotApplicable, Snapshot, TargetInfo
-from reference.hyperparams import Hyperparameters, LearningRate
+from came_conformance.mutants import port
+from came_conformance.protocol import NotApplicable, Snapshot, TargetInfo
+from came_conformance.reference.hyperparams import Hyperparameters, LearningRate
 
 #: The spec's state names (CAME-STATE-2, CAME-STATE-3); anything else a port keeps is private.
 SPEC_STATE = ("exp_avg", "exp_avg_sq", "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_insta_row",
@@ -101,7 +101,7 @@ class MutantAdapter:
 
     def describe(self) -> TargetInfo:
         return TargetInfo(name=f"mutant:{self.name}", profile=self.profile, api=self.profile,
-                          versions={"numpy": np.__version__, "port": "conformance.mutants.port",
+                          versions={"numpy": np.__version__, "port": "came_conformance.mutants.port",
                                     "switches": ",".join(sorted(self.bugs)) or "none"},
                           dtypes=("float64", "float32", "float16", "bfloat16"),
                           options=ALL_OPTIONS if self.profile == "mindformers" else PAPER_OPTIONS,

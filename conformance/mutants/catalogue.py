@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conformance.mutants.port import SWITCHES
+from came_conformance.mutants.port import SWITCHES
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from reference.dtypes import round_to
+from came_conformance.reference.dtypes import round_to
 
 #: Every bug switch the port knows; the catalogue (conformance.mutants.catalogue) describes each.
 SWITCHES = frozenset({

@@ -7,7 +7,7 @@ Both wrap the reference adapter so everything else about them is correct.
 import os
 import time
 
-from conformance.adapters.reference import ReferenceAdapter
+from came_conformance.adapters.reference import ReferenceAdapter
 
 
 class _Misbehaving(ReferenceAdapter):
