@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 from came_conformance import report, runner
+from came_conformance.cases import InvalidCase
+from came_conformance.deviations import DeviationFileError
 
 
 def main(argv=None) -> int:
@@ -34,14 +36,20 @@ def main(argv=None) -> int:
                           timeout=args.timeout, shrink_calls=args.shrink_calls, case_file=args.case_file,
                           variants=tuple(args.variant) if args.variant else None, sources=sources)
     out = Path(args.out or f"reports/{args.target.replace(':', '-')}")
-    result = runner.run(args.target, out, cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        result = runner.run(args.target, out, cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except (InvalidCase, DeviationFileError) as exc:  # input errors: one line, exit 2, nothing written
+        print(f"came_conformance: {exc}", file=sys.stderr)
+        return 2
     summary = report.write_all(result, out)
     print((out / "summary.md").read_text())
     counts = summary["counts"]
-    print(f"conformance: {counts['pass']} passed, {summary['unexpected_failures']} failed, "
-          f"{counts['expected_deviation']} expected deviations, {counts['not_applicable']} not applicable; "
-          f"reports in {out}/")
-    return 0 if summary["conforms_except_declared"] else 1
+    print(f"spec: {summary['spec']['answer']} — {summary['spec']['text']}")
+    print(f"baseline: {summary['baseline']['answer']} — {summary['baseline']['text']}")
+    print(f"conformance: {counts['pass']} passed, {counts['fail'] + counts['error']} failed unexpectedly, "
+          f"{counts['expected_deviation']} expected deviations, {counts['not_applicable']} not applicable, "
+          f"{len(summary['evidence_gaps'])} evidence gaps; reports in {out}/ (exit {summary['exit_code']})")
+    return summary["exit_code"]
 
 
 if __name__ == "__main__":

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from came_conformance.fixtures.load import float_to_hex, hex_to_float
-from came_conformance.reference.hyperparams import Hyperparameters
+from came_conformance.reference import contract
+from came_conformance.reference.dtypes import DTYPES, round_to
+from came_conformance.reference.hyperparams import PROFILES, Hyperparameters, check_ranges
 
 
 @dataclass
@@ -118,6 +121,83 @@ def from_json(obj: dict):
         grads=[[array_from_hex(g) for g in step] for step in obj["grads"]], dtype=obj["dtype"],
         flags=tuple(obj["flags"]), clauses=tuple(obj["clauses"]), source=obj.get("source", ""),
         kwargs=obj.get("kwargs"))
+
+
+class InvalidCase(ValueError):
+    """A case that cannot be judged (no steps, no parameters, bad hyperparameters, ...): a usage error."""
+
+
+def validate(case) -> None:
+    """Refuse a case that would prove nothing or cannot be run (issue: crafted case files must not pass).
+
+    Trajectories: a known profile and dtype, at least one parameter and one step, one gradient per
+    parameter of its shape at every step, every input exact in the dtype, hyperparameters in range
+    (reference.hyperparams.check_ranges).  Error cases: a contract row of the profile and phase, its
+    argument, the row's exception (or None for a value the contract accepts), and a ``match`` pattern
+    that compiles and names the argument.  InvalidCase names the field and the rule.
+    """
+    def bad(field: str, rule: str) -> None:
+        raise InvalidCase(f"case {case.id!r}: {field}: {rule}")
+
+    if case.profile not in PROFILES:
+        bad("profile", f"must be one of {PROFILES}, got {case.profile!r}")
+    if case.kind == "error":
+        row = contract.BY_ID.get(case.clause)
+        if row is None or case.profile not in row.profiles:
+            bad("clause", f"must be an error-contract row of the {case.profile} API, got {case.clause!r}")
+        if case.phase != row.phase:
+            bad("phase", f"{case.clause} is a {row.phase}-phase row, got {case.phase!r}")
+        if case.argument not in row.arguments:
+            bad("argument", f"must be one of {row.arguments}, got {case.argument!r}")
+        if case.exception not in (row.exception, None):
+            bad("exception", f"{case.clause} requires {row.exception} (or null for an accepted value)")
+        if case.exception is not None:
+            try:
+                names = re.search(case.match, case.argument, re.IGNORECASE) if case.match else None
+            except re.error as exc:
+                bad("match", f"must be a regular expression ({exc})")
+            if not names:
+                bad("match", f"must be a non-empty pattern that matches the argument's name {case.argument!r}")
+        if row.phase == "step" and not isinstance(case.grads, list):
+            bad("grads", "a step-phase case needs the encoded gradients of its step")
+        return
+    if case.dtype not in DTYPES:
+        bad("dtype", f"must be one of {DTYPES}, got {case.dtype!r}")
+    if not case.params:
+        bad("params", "needs at least one parameter")
+    if not case.grads:
+        bad("grads", "needs at least one step")
+    for k, step in enumerate(case.grads, start=1):
+        if len(step) != len(case.params):
+            bad(f"grads[{k - 1}]", f"step {k} has {len(step)} gradients for {len(case.params)} parameters")
+        for i, (g, p) in enumerate(zip(step, case.params)):
+            if np.shape(g) != np.shape(p):
+                bad(f"grads[{k - 1}][{i}]", f"shape {np.shape(g)} differs from its parameter's {np.shape(p)}")
+    for label, x in [(f"params[{i}]", p) for i, p in enumerate(case.params)] + \
+            [(f"grads[{k}][{i}]", g) for k, step in enumerate(case.grads) for i, g in enumerate(step)]:
+        if not np.array_equal(round_to(case.dtype, x), x, equal_nan=True):
+            bad(label, f"values must be exact in {case.dtype}")
+    try:
+        check_ranges(case.hp, len(case.params))
+    except ValueError as exc:
+        bad("hyperparameters", str(exc))
+
+
+def load_case_file(path) -> "TrajectoryCase | ErrorCase":
+    """A saved case (``--case-file``), parsed and validated; InvalidCase names the file and the problem."""
+    from pathlib import Path
+
+    try:
+        case = from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+    except InvalidCase:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InvalidCase(f"--case-file {path}: not a readable case ({type(exc).__name__}: {exc})") from None
+    try:
+        validate(case)
+    except InvalidCase as exc:
+        raise InvalidCase(f"--case-file {path}: {exc}") from None
+    return case
 
 
 def content_id(obj: dict) -> str:

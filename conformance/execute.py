@@ -35,9 +35,13 @@ class Target:
 
 
 def new_record(case, variant: str, outcome: str, reason: str = "", **extra) -> dict:
-    return {"id": case.id, "kind": case.kind, "variant": variant, "source": case.source, "flags": list(case.flags),
-            "clauses": list(getattr(case, "clauses", ()) or [getattr(case, "clause", "")]),
-            "dtype": getattr(case, "dtype", None), "outcome": outcome, "reason": reason, **extra}
+    record = {"id": case.id, "kind": case.kind, "variant": variant, "source": case.source, "flags": list(case.flags),
+              "clauses": list(getattr(case, "clauses", ()) or [getattr(case, "clause", "")]),
+              "dtype": getattr(case, "dtype", None), "outcome": outcome, "reason": reason}
+    if case.kind == "error":
+        record["argument"] = case.argument  # every error record names its contract row (clause, argument)
+    record.update(extra)
+    return record
 
 
 def _applicable(target: Target, case) -> str:
@@ -56,20 +60,54 @@ def _applicable(target: Target, case) -> str:
 
 def run_case(target: Target, case, variant: str) -> dict:
     why = _applicable(target, case)
-    if why:
-        return new_record(case, variant, NOT_APPLICABLE, why)
+    if why:  # outside what the target declares: not run, and not a gap in its evidence
+        return new_record(case, variant, NOT_APPLICABLE, why, na_source="declaration")
     started = time.perf_counter()
     try:
         record = run_error(target, case, variant) if case.kind == "error" else \
             run_trajectory(target, case, variant)
     except TargetFailure as exc:
-        record = new_record(case, variant, ERROR, str(exc))
+        record = new_record(case, variant, ERROR, str(exc), failures=[crash_point(0)])
     except Exception as exc:  # noqa: BLE001 - a reply outside the protocol must not end the run
         record = new_record(case, variant, ERROR, f"the target's reply broke the protocol: "
-                         f"{type(exc).__name__}: {exc}")
+                         f"{type(exc).__name__}: {exc}", failures=[crash_point(0)])
+    if record["outcome"] == NOT_APPLICABLE:
+        record.setdefault("na_source", "target")  # the target declined a case it declared: an evidence gap
     record["seconds"] = round(time.perf_counter() - started, 4)
     record["case"] = to_json(case)
     return record
+
+
+def crash_point(step: int, clause: str = "CAME-STEP-1") -> dict:
+    """The failure point of a target that died, hung or broke the protocol at ``step`` (0: before stepping)."""
+    return {"step": step, "clause": clause, "tensor": None, "factored": None, "divergence": "crash"}
+
+
+def divergence_kind(check) -> str:
+    """What kind of difference a failing tensor check is (deviations.DIVERGENCES)."""
+    if check.clause == "CAME-STATE-2":
+        return "missing" if "exposes no state tensor" in check.note else "shape"
+    t, r = check.target_value, check.reference_value
+    if t is None or r is None:
+        return "value"
+    if np.isnan(t) and not np.isnan(r):
+        return "nan"
+    if np.isinf(t) and not np.isinf(r):
+        return "inf"
+    if not np.isfinite(r) and np.isfinite(t):
+        return "finite"
+    return "value"
+
+
+def failure_points(checks, params) -> list[dict]:
+    """Every failing tensor check of one step as a failure point, with its parameter's factored-ness."""
+    out = []
+    for c in checks:
+        if not c.ok:
+            point = c.to_json()
+            point.update(factored=bool(np.ndim(params[c.param]) >= 2), divergence=divergence_kind(c))
+            out.append(point)
+    return out
 
 
 def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
@@ -81,10 +119,11 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
     if reply[0] == "not_applicable":
         return new_record(case, variant, NOT_APPLICABLE, reply[1])
     if reply[0] == "raised":
-        first = {"step": 0, "clause": "CAME-HP-1", "raised": reply[1], "note": f"construction raised {reply[1]}"}
+        first = {"step": 0, "clause": "CAME-HP-1", "raised": reply[1], "note": f"construction raised {reply[1]}",
+                 "tensor": None, "factored": None, "divergence": "raised"}
         return new_record(case, variant, FAIL, f"opening raised {reply[1]}: {reply[2]}", traceback=reply[3],
                        first_divergence=first, failures=[first])
-    sid, steps, failures, regimes, crash = reply[1], [], [], set(), None
+    sid, steps, failures, regimes, crash, failed = reply[1], [], [], set(), None, set()
     try:
         reference = [(s["params"], s["state"]) for s in reference_run(case.hp, case.params, case.grads, case.dtype)]
         prev = Snapshot([np.asarray(x, np.float64) for x in case.params],
@@ -96,32 +135,39 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
                 if reply[0] == "ok":
                     reply = p.call("read", sid)
                     if reply[0] != "ok":
-                        failures.append({"step": t, "clause": "CAME-STATE-2", "note": f"read-back failed: {reply[1:3]}"})
+                        failures.append({"step": t, "clause": "CAME-STATE-2", "note": f"read-back failed: {reply[1:3]}",
+                                         "tensor": None, "factored": None, "divergence": "raised"})
                         break
                 elif reply[0] == "not_applicable":
-                    return new_record(case, variant, NOT_APPLICABLE, f"at step {t}: {reply[1]}")
+                    if not failures:  # declining half-way: nothing judged, an evidence gap
+                        return new_record(case, variant, NOT_APPLICABLE, f"at step {t}: {reply[1]}")
+                    break  # what failed before is evidence; declining now does not undo it
                 else:
                     failures.append({"step": t, "clause": "CAME-STEP-1", "raised": reply[1],
-                                     "note": f"step raised {reply[1]}: {reply[2]}"})
+                                     "note": f"step raised {reply[1]}: {reply[2]}", "tensor": None,
+                                     "factored": None, "divergence": "raised"})
                     break
             except TargetFailure as exc:  # keep every step measured so far
                 crash = f"at step {t}: {exc}"
+                failures.append(crash_point(t))
                 break
             snap = reply[1]
             if len(snap.params) != len(case.params) or len(snap.state) != len(case.params):
                 failures.append({"step": t, "clause": "CAME-STATE-2", "note": f"read-back has {len(snap.params)} "
-                                 f"parameters and {len(snap.state)} states for {len(case.params)} parameters"})
+                                 f"parameters and {len(snap.state)} states for {len(case.params)} parameters",
+                                 "tensor": None, "factored": None, "divergence": "count"})
                 break
-            if snap.step is not None and snap.step != t:  # CAME-STATE-5: one counter, t after step t
-                failures.append({"step": t, "clause": "CAME-STATE-5", "tensor": "step",
-                                 "note": f"the target's step counter is {snap.step}, not {t}"})
+            if snap.step is not None and snap.step != t and "step" not in failed:  # CAME-STATE-5: t after step t
+                failed.add("step")
+                failures.append({"step": t, "clause": "CAME-STATE-5", "tensor": "step", "factored": None,
+                                 "divergence": "counter", "note": f"the target's step counter is {snap.step}, not {t}"})
             checks = compare.check_step(t, lambda i: case.hp.step_hyper(t, i), prev.params, prev.state, grads,
                                         snap, case.dtype, state_dtype, regimes)
-            seen = {f["param"] for f in failures if "param" in f}
-            for c in checks:  # the first failing tensor of each parameter
-                if not c.ok and c.param not in seen:
-                    failures.append(c.to_json())
-                    seen.add(c.param)
+            # Every failing tensor of a parameter at the step where it first fails (issue: name every
+            # failing clause, not only the first equation that differs); later steps add nothing for it.
+            fresh = [p for p in failure_points(checks, case.params) if p["param"] not in failed]
+            failures += fresh
+            failed.update(p["param"] for p in fresh)
             if any(c.clause == "CAME-STATE-2" for c in checks if not c.ok):
                 break  # state of other shapes or names: the reference cannot restart from it
             steps.append({"step": t, "per_step": {f"{c.param}.{c.tensor}": {"ulps": c.max_ulps,

@@ -29,7 +29,8 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from came_conformance import report, runner
+from came_conformance import deviations as deviations_mod
+from came_conformance import report, runner, stacking
 from came_conformance.mutants.catalogue import CONTROLS, MUTANTS
 from came_conformance.targets import BUILTIN
 
@@ -114,8 +115,20 @@ def run_mutant(name: str, out: Path, seed: int, sources: tuple[str, ...], exampl
     elif record.get("kind") == "load":
         entry.update(status="broken", killer=_killer(record))  # the mutant itself failed to load
     else:
-        entry.update(status="killed", killer=_killer(record), cases_to_kill=n)
+        entry.update(status="killed", killer=_killer(record), cases_to_kill=n,
+                     killer_record={k: v for k, v in record.items() if k != "case"})
     return entry
+
+
+def run_stacking(name: str, killer_record: dict | None, out: Path, seed: int, sources: tuple[str, ...],
+                 examples: int, shrink_calls: int) -> list[dict]:
+    """The mutant with each built-in target's deviations stacked on it (conformance/stacking.py)."""
+    from came_conformance.mutants.catalogue import lookup
+
+    cfg = runner.Settings(seed=seed, examples=examples, sources=sources, stop_on_failure=True,
+                          shrink_calls=shrink_calls)
+    files = {t: deviations_mod.load(p) for t, p in stacking.stackable_files().items()}
+    return stacking.stack(lookup(name), killer_record, files, out, cfg)
 
 
 def run_control(target: str, out: Path, seed: int, sources: tuple[str, ...], examples: int) -> dict:
@@ -131,9 +144,9 @@ def run_control(target: str, out: Path, seed: int, sources: tuple[str, ...], exa
     seconds = time.perf_counter() - started
     summary = report.write_all(result, run_dir)
     failures = [r for r in result["records"] if r["outcome"] in ("fail", "error")]
-    ok = not failures and summary["counts"]["pass"] + summary["counts"]["expected_deviation"] > 0
+    ok = summary["baseline"]["answer"] == "MATCHES"
     return {"target": target, "status": "pass" if ok else "fail", "seconds": round(seconds, 2),
-            "counts": summary["counts"], "unobserved_deviations": summary["unobserved_deviations"],
+            "counts": summary["counts"], "spec": summary["spec"], "baseline": summary["baseline"],
             "failures": [_killer(r) for r in failures[:10]], "report": str(run_dir / "summary.md")}
 
 
@@ -161,6 +174,14 @@ def _markdown(doc: dict) -> str:
         lines.append(f"| `{m['name']}` | {m['family']} | {m['profile']} | {m['status']} | "
                      f"{k.get('source_kind', '')}: `{k.get('id', '')}` | {check} | {k.get('clause', '')} | "
                      f"{m.get('cases_to_kill', m['cases'])} | {m['seconds']} |")
+    st = s.get("stacked") or {}
+    if st:
+        lines += ["", "## Deviations stacked on mutants", "",
+                  f"Each mutant with each built-in target's deviations file stacked on it (conformance/stacking.py): "
+                  f"{st['pairs']} pairs, {st['reruns']} re-run because the file explained the killing case; "
+                  f"survivors: {', '.join(st['survivors']) or 'none'}."
+                  + (f" Absorbed by the deviation that declares the same bug: {'; '.join(st['absorbed_as_declared'])}."
+                     if st["absorbed_as_declared"] else "")]
     lines += ["", "## Controls (must pass)", "",
               "| target | status | " + " | ".join(o.replace("_", " ") for o in report.OUTCOMES) + " | s |",
               "|---|---|" + "---|" * len(report.OUTCOMES) + "---|"]
@@ -194,6 +215,8 @@ def main(argv=None) -> int:
                         help="target runs spent shrinking a mutant's failing Hypothesis example")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (each is two processes)")
     parser.add_argument("--no-controls", action="store_true")
+    parser.add_argument("--no-stacking", action="store_true",
+                        help="skip stacking each built-in target's deviations file on every mutant")
     parser.add_argument("--sources", help="comma-separated subset of " + ",".join(FULL_SOURCES)
                         + " (default: all, or the Hypothesis ones when the golden fixtures are missing)")
     args = parser.parse_args(argv)
@@ -228,9 +251,15 @@ def main(argv=None) -> int:
         k = r.get("killer") or {}
         print(f"  {label:32s} {r['status']:8s} {k.get('source_kind', '')} {k.get('clause', '')}",
               file=sys.stderr)
-    seconds = time.perf_counter() - started
     mutant_results = [r for r in results if "name" in r]
     control_results = [r for r in results if "target" in r]
+    stacked = [] if args.no_stacking else [row for rows in _parallel(_call, args.jobs, [
+        (run_stacking, (m["name"], m.pop("killer_record", None), out, args.seed, sources, args.examples,
+                        args.shrink_calls)) for m in mutant_results]) for row in rows]
+    for m in mutant_results:
+        m.pop("killer_record", None)
+    stacked_survivors = sorted({f"{r['mutant']} + {r['file']}" for r in stacked if r["status"] == "survived"})
+    seconds = time.perf_counter() - started
 
     killed = [m for m in mutant_results if m["status"] == "killed"]
     survivors = [m["name"] for m in mutant_results if m["status"] == "survived"]
@@ -245,14 +274,19 @@ def main(argv=None) -> int:
                       for k in sorted({m["killer"]["source_kind"] for m in killed})},
         "controls_ok": not failed_controls, "failed_controls": failed_controls,
         "skipped_controls": [c["target"] for c in control_results if c["status"] == "skipped"],
+        "stacked": {"pairs": len(stacked), "survivors": stacked_survivors,
+                    "reruns": sum(1 for r in stacked if r.get("rerun")),
+                    "absorbed_as_declared": sorted(f"{r['mutant']} + {r['file']} ({r['by']})" for r in stacked
+                                                   if r["status"] == "absorbed as declared")},
     }
     doc = {"settings": {"seed": args.seed, "sources": list(sources), "examples": args.examples,
                         "shrink_calls": args.shrink_calls, "jobs": args.jobs, "note": note},
-           "seconds": round(seconds, 1), "summary": summary, "mutants": mutant_results, "controls": control_results}
+           "seconds": round(seconds, 1), "summary": summary, "mutants": mutant_results, "controls": control_results,
+           "stacked": stacked}
     (out / "mutation.json").write_text(json.dumps(doc, indent=1, default=report.json_default))
     (out / "mutation.md").write_text(_markdown(doc))
     print(_markdown(doc))
-    return 0 if not survivors and not broken and not failed_controls else 1
+    return 0 if not survivors and not broken and not failed_controls and not stacked_survivors else 1
 
 
 def _call(fn, args):

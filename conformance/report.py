@@ -15,7 +15,10 @@ from collections import Counter
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-OUTCOMES = ("pass", "fail", "expected_deviation", "not_applicable", "error", "blocked")
+from came_conformance import verdict as verdict_mod
+from came_conformance.deviations import entry_kind
+
+OUTCOMES = ("pass", "fail", "expected_deviation", "not_applicable", "declared_gap", "error", "blocked")
 SCHEMA_VERSION = "1"
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
@@ -64,12 +67,8 @@ def _versions(*names: str) -> dict[str, str]:
 
 
 def verdict(run: dict) -> dict:
-    counts = Counter(r["outcome"] for r in run["records"])
-    unexpected = counts["fail"] + counts["error"]
-    ok = unexpected == 0 and not run["unobserved_deviations"] and counts["pass"] + counts["expected_deviation"] > 0
-    return {"conforms_except_declared": ok, "counts": {o: counts[o] for o in OUTCOMES},
-            "unexpected_failures": unexpected,
-            "unobserved_deviations": [d["id"] for d in run["unobserved_deviations"]]}
+    """Both answers and their evidence (conformance/verdict.py)."""
+    return verdict_mod.decide(run)
 
 
 def repro_command(run: dict, record: dict, case_path: str) -> str:
@@ -83,7 +82,7 @@ def write_all(run: dict, out: Path) -> dict:
     cases_dir = out / "cases"
     cases_dir.mkdir(exist_ok=True)
     for record in run["records"]:
-        if record["outcome"] in ("fail", "error") and "case" in record:
+        if record["outcome"] in ("fail", "error", "expected_deviation") and "case" in record:
             path = cases_dir / f"{record['id']}.json"
             _atomic_write(path, dumps(record["case"], indent=1, sort_keys=True))
             record["repro"] = repro_command(run, record, os.path.relpath(path, Path.cwd()))
@@ -94,65 +93,151 @@ def write_all(run: dict, out: Path) -> dict:
                         "runner_packages": _versions("numpy", "hypothesis", "mpmath"),
                         "CAME_MAX_ARRAY_SIZE": os.environ.get("CAME_MAX_ARRAY_SIZE", "64")},
         "seconds": run["seconds"], "verdict": summary,
-        "deviations": {"declared": run["declared_deviations"], "unobserved": summary["unobserved_deviations"]},
+        "deviations": {"file": run.get("deviations_file"), "declared": run["declared_deviations"],
+                       "status": run.get("deviation_status") or {}},
+        "coverage": verdict_mod.coverage(run["records"]),
         "records": [{k: v for k, v in r.items() if k != "case"} for r in run["records"]],
     }
     _atomic_write(out / "report.json", dumps(document, indent=1))
-    _atomic_write(out / "summary.md", markdown(document))
+    _atomic_write(out / "summary.md", markdown(document, run["records"]))
     _atomic_write(out / "junit.xml", junit(document))
     return summary
 
 
-def markdown(doc: dict) -> str:
+def headline(v: dict) -> list[str]:
+    """The two answers, one line each: what someone who reads nothing else must learn."""
+    return [f"**Spec: {v['spec']['answer']}** — {v['spec']['text']}.",
+            f"**Baseline: {v['baseline']['answer']}** — {v['baseline']['text']}."]
+
+
+def _signature_text(sig: dict) -> str:
+    if sig.get("kind") == "error":
+        return f"{sig['clause']} `{sig.get('argument')}`: {sig.get('category')} ({sig.get('variant')})"
+    where = sig.get("tensor") or "-"
+    fact = {True: "factored", False: "unfactored", None: ""}[sig.get("factored")]
+    bits = [b for b in (fact, sig.get("dtype"), sig.get("variant"), sig.get("layout"),
+                        f"divergence {sig.get('divergence')}" if sig.get("divergence") else "") if b]
+    return f"{sig.get('clause')} {where} ({', '.join(bits)})"
+
+
+def _serious(doc: dict, groups: list[dict]) -> list[str]:
+    """Most serious first: undeclared failures, then declared deviations, numeric before wording."""
+    declared = {d["id"]: d for d in doc["deviations"]["declared"]}
+    lines, listed = [], set()
+    for g in groups:
+        if not g["expected"]:
+            r = g["representative"]
+            lines.append(f"**Undeclared** ({g['severity']}, {g['count']} case{'s' if g['count'] != 1 else ''}): "
+                         + "; ".join(dict.fromkeys(_signature_text(s) for s in g["signatures"]))
+                         + f". E.g. `{r['id']}`: {r['reason'][:300]}")
+    ranked = []
+    for g in groups:
+        for i in g["deviations"]:
+            if i not in listed:
+                listed.add(i)
+                ranked.append((verdict_mod.SEVERITY.index(g["severity"]), i))
+    counts = Counter(d for r in doc["records"] for d in (r.get("deviations") or ()))
+    for _, i in sorted(ranked):
+        d = declared.get(i, {"clause": "?", "summary": i})
+        what = "error contract" if entry_kind(d.get("match", {})) == "error" else "numeric"
+        lines.append(f"**{i}** ({d['clause']}, {what}, {counts[i]} case{'s' if counts[i] != 1 else ''}): "
+                     f"{d['summary']}.")
+    return lines
+
+
+def markdown(doc: dict, records: list[dict] | None = None) -> str:
     v, info = doc["verdict"], doc["info"] or {}
-    lines = [f"# Conformance of `{doc['target']}`", "",
-             f"**Verdict: {'CONFORMS (except declared deviations)' if v['conforms_except_declared'] else 'DOES NOT CONFORM'}**"
-             f" — {doc['seconds']} s, seed {doc['settings']['seed']}.", "",
-             f"Profile `{info.get('profile')}`, API `{info.get('api')}`, versions "
-             + ", ".join(f"{k} {val}" for k, val in (info.get("versions") or {}).items()) + ".", "",
-             "| outcome | cases |", "|---|---|"]
+    records = records if records is not None else doc["records"]
+    groups = verdict_mod.failure_groups(records)
+    parts = v["parts"]
+    lines = [f"# Conformance of `{doc['target']}`", "", *headline(v), "",
+             f"Numeric: spec {parts['numeric']['spec']['answer']}, baseline {parts['numeric']['baseline']['answer']}."
+             f" Error contract: spec {parts['error_contract']['spec']['answer']}, baseline "
+             f"{parts['error_contract']['baseline']['answer']}. Exit code {v['exit_code']}.", ""]
+    serious = _serious(doc, groups)
+    if serious:
+        lines += ["## Most serious first", ""] + [f"{n}. {text}" for n, text in enumerate(serious[:15], 1)]
+        if len(serious) > 15:
+            lines.append(f"… and {len(serious) - 15} more below.")
+        lines.append("")
+    dev_file = doc["deviations"].get("file")
+    lines += ["## Scope", "",
+              f"Profile `{info.get('profile')}`, API `{info.get('api')}`, versions "
+              + ", ".join(f"{k} {val}" for k, val in (info.get("versions") or {}).items()) + ".",
+              f"Variants {', '.join(info.get('variants') or [])}; dtypes {', '.join(info.get('dtypes') or [])}; "
+              f"options {', '.join(sorted(info.get('options') or [])) or 'none'}.",
+              f"Deviations file: {dev_file['path']} (sha256 {dev_file['sha256'][:16]}…)." if dev_file
+              else "No deviations file.",
+              f"{doc['seconds']} s, seed {doc['settings']['seed']}"
+              + (f"; partial run: {'; '.join(v['partial'])}" if v["partial"] else "") + ".", "",
+              "| outcome | cases |", "|---|---|"]
     lines += [f"| {o.replace('_', ' ')} | {n} |" for o, n in v["counts"].items()]
     by_variant: dict[str, Counter] = {}
-    for r in doc["records"]:
+    for r in records:
         by_variant.setdefault(r["variant"], Counter())[r["outcome"]] += 1
     lines += ["", "| variant | " + " | ".join(o.replace("_", " ") for o in OUTCOMES) + " |",
               "|---" * (len(OUTCOMES) + 1) + "|"]
     lines += [f"| {var} | " + " | ".join(str(c[o]) for o in OUTCOMES) + " |" for var, c in by_variant.items()]
-    failures = [r for r in doc["records"] if r["outcome"] in ("fail", "error")]
-    if failures:
-        lines += ["", "## Unexpected failures (first 20)", ""]
-        for r in failures[:20]:
-            lines += [f"- `{r['id']}` ({r['variant']}, {r['kind']}): {r['reason']}",
+    if v["evidence_gaps"]:
+        lines += ["", "## Evidence gaps", "", "What the run needed and did not judge (a CONFORMS needs none; a "
+                  "MATCHES needs each declared as a gap in the deviations file).", ""]
+        lines += [f"- {g['unit']}: {g['what']}" + (f" (declared: {g.get('deviation')})" if g["declared"] else "")
+                  for g in v["evidence_gaps"][:40]]
+        if len(v["evidence_gaps"]) > 40:
+            lines.append(f"- … and {len(v['evidence_gaps']) - 40} more (report.json, verdict.evidence_gaps)")
+    unexpected = [g for g in groups if not g["expected"]]
+    if unexpected:
+        lines += ["", "## Unexplained failures, by signature", "",
+                  "Each group: the failure points its cases share; the smallest (shrunk) counterexample first.", ""]
+        for g in unexpected:
+            r = g["representative"]
+            lines += [f"- **{g['count']} case{'s' if g['count'] != 1 else ''}** — "
+                      + "; ".join(dict.fromkeys(_signature_text(s) for s in g["signatures"])),
+                      f"  - e.g. `{r['id']}` ({r['variant']}, {r['kind']}, {r.get('source', '')}): {r['reason'][:400]}",
                       f"  - reproduce: `{r.get('repro', '')}`"]
-    observed = Counter(r.get("deviation") for r in doc["records"] if r.get("deviation"))
     if doc["deviations"]["declared"]:
-        lines += ["", "## Declared deviations", "", "| id | clause | summary | cases |", "|---|---|---|---|"]
-        lines += [f"| {d['id']} | {d['clause']} | {d['summary']} | {observed.get(d['id'], 0)} |"
-                  for d in doc["deviations"]["declared"]]
-    if v["unobserved_deviations"]:
-        lines += ["", "**Declared but not observed (the target may have been fixed; update the deviations "
-                  "file):** " + ", ".join(v["unobserved_deviations"])]
+        status = doc["deviations"]["status"]
+        lines += ["", "## Declared deviations", "", "| id | clause | summary | status | cases |", "|---|---|---|---|---|"]
+        lines += [f"| {d['id']} | {d['clause']} | {d['summary']} | {status.get(d['id'], {}).get('status', '-')} | "
+                  f"{status.get(d['id'], {}).get('observed', 0)} |" for d in doc["deviations"]["declared"]]
+    lines += ["", "## Clause coverage", "", "Cases per clause: passed / failed (declared deviations included) / "
+              "not applicable, over all variants.", "", "| clause | passed | failed | n/a |", "|---|---|---|---|"]
+    for clause, by_variant in doc["coverage"].items():
+        tot = Counter()
+        for n in by_variant.values():
+            tot.update(n)
+        lines.append(f"| {clause} | {tot['passed']} | {tot['failed']} | {tot['not_applicable']} |")
+    if v["never_exercised"]:
+        lines += ["", "Never exercised by a judged case: " + ", ".join(v["never_exercised"]) + "."]
     return "\n".join(lines) + "\n"
 
 
 def junit(doc: dict) -> str:
+    """JUnit XML; a run that did not finish or did not earn its answer has a failing ``verdict`` case."""
     records = doc["records"]
-    counts = doc["verdict"]["counts"]
+    v = doc["verdict"]
     cases = []
+    failures = errors = skipped = 0
     for r in records:
         reason = _xml_text(r["reason"])
         name = quoteattr(f"{r['kind']}:{r['id']}")
         classname = quoteattr(f"came.{doc['target']}.{r['variant']}")
         body = ""
         if r["outcome"] == "fail":
+            failures += 1
             body = f"<failure message={quoteattr(reason[:500])}>{escape(r.get('repro', ''))}</failure>"
         elif r["outcome"] == "error":
+            errors += 1
             body = f"<error message={quoteattr(reason[:500])}/>"
-        elif r["outcome"] in ("not_applicable", "expected_deviation", "blocked"):
+        elif r["outcome"] in ("not_applicable", "expected_deviation", "blocked", "declared_gap"):
+            skipped += 1
             body = f"<skipped message={quoteattr(r['outcome'] + ': ' + (r.get('deviation') or reason)[:300])}/>"
         cases.append(f'  <testcase name={name} classname={classname} time="{r.get("seconds", 0)}">{body}</testcase>')
-    skipped = counts["not_applicable"] + counts["expected_deviation"] + counts["blocked"]
+    answer = f"spec {v['spec']['answer']}; baseline {v['baseline']['answer']}: {v['baseline']['text']}"
+    body = "" if v["baseline"]["answer"] == "MATCHES" else f"<failure message={quoteattr(_xml_text(answer)[:1000])}/>"
+    failures += bool(body)
+    cases.append(f'  <testcase name="verdict" classname={quoteattr("came." + doc["target"])} time="0">{body}</testcase>')
     head = (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name={quoteattr("came-" + doc["target"])} '
-            f'tests="{len(records)}" failures="{counts["fail"]}" errors="{counts["error"]}" skipped="{skipped}" '
+            f'tests="{len(cases)}" failures="{failures}" errors="{errors}" skipped="{skipped}" '
             f'time="{doc["seconds"]}">')
     return "\n".join([head, *cases, "</testsuite>"]) + "\n"

@@ -9,7 +9,6 @@ reports are then written from the same records.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, setti
 from came_conformance import deviations as deviations_mod
 from came_conformance import execute, strategies
 from came_conformance.arguments import param_values
-from came_conformance.cases import ErrorCase, TrajectoryCase, content_id, from_json, to_json
+from came_conformance.cases import ErrorCase, TrajectoryCase, content_id, load_case_file, to_json
 from came_conformance.report import dumps
 from came_conformance.targets import resolve
 from came_conformance.worker import TargetProcess
@@ -207,20 +206,23 @@ def _resume(target, case, variant) -> dict:
         for grads in case.grads[half:]:
             call("step", second, grads)
         a, b = call("read", whole), call("read", second)
-        diffs = [f"param {i}" for i, (x, y) in enumerate(zip(a.params, b.params))
-                 if not np.array_equal(x, y, equal_nan=True)]
-        diffs += [f"param {i} {k}" for i, (s, r) in enumerate(zip(a.state, b.state)) for k in s
-                  if k not in r or not np.array_equal(s[k], r[k], equal_nan=True)]
+        diffs = resume_differences(a, b, case.params, len(case.grads))
         if diffs:
-            record.update(outcome=execute.FAIL, reason="the resumed run differs from the uninterrupted run in "
-                          + ", ".join(diffs[:5]), first_divergence={"clause": "CAME-STATE-5", "step": half + 1})
+            record.update(outcome=execute.FAIL, reason="the resumed run differs from the uninterrupted run: "
+                          + "; ".join(diffs[:6]) + (f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""),
+                          first_divergence={"clause": "CAME-STATE-5", "step": half + 1, "tensor": None,
+                                            "factored": None, "divergence": "value"})
+            record["failures"] = [record["first_divergence"]]
     except _Refused as refused:
         reply = refused.args[0]
-        outcome = execute.NOT_APPLICABLE if reply[0] == "not_applicable" else execute.FAIL
-        record.update(outcome=outcome, reason=f"save/resume: {reply[1]}: {reply[2] if len(reply) > 2 else ''}",
-                      first_divergence={"clause": "CAME-STATE-5", "step": half})
+        reason = f"save/resume: {reply[1]}: {reply[2] if len(reply) > 2 else ''}"
+        if reply[0] == "not_applicable":  # it declared save_restore: declining is an evidence gap
+            record.update(outcome=execute.NOT_APPLICABLE, reason=reason, na_source="target")
+        else:
+            point = {"clause": "CAME-STATE-5", "step": half, "tensor": None, "factored": None, "divergence": "raised"}
+            record.update(outcome=execute.FAIL, reason=reason, first_divergence=point, failures=[point])
     except execute.TargetFailure as exc:
-        record.update(outcome=execute.ERROR, reason=str(exc))
+        record.update(outcome=execute.ERROR, reason=str(exc), failures=[execute.crash_point(half, "CAME-STATE-5")])
         sessions.clear()  # they died with the worker
     for sid in sessions:
         try:
@@ -230,6 +232,43 @@ def _resume(target, case, variant) -> dict:
     record["seconds"] = round(time.perf_counter() - started, 4)
     record["case"] = to_json(case)
     return record
+
+
+def resume_differences(whole, resumed, params, steps: int) -> list[str]:
+    """Every way the resumed read-back differs from the uninterrupted one (CAME-STATE-5).
+
+    Counts of parameters and states, shapes, the state's tensor names (CAME-STATE-2/3), the step
+    counter (both must be ``steps`` when exposed) and every tensor, bit for bit: a restore that loses
+    anything, or a read-back that returns nothing, fails.
+    """
+    out = []
+    n = len(params)
+    for label, snap in (("uninterrupted", whole), ("resumed", resumed)):
+        if len(snap.params) != n or len(snap.state) != n:
+            out.append(f"the {label} read-back has {len(snap.params)} parameters and {len(snap.state)} states "
+                       f"for {n} parameters")
+        if snap.step is not None and snap.step != steps:
+            out.append(f"the {label} step counter is {snap.step}, not {steps}")
+    if out:
+        return out
+    if (whole.step is None) != (resumed.step is None):
+        out.append(f"one read-back exposes a step counter and the other does not ({whole.step} / {resumed.step})")
+    for i in range(n):
+        x, y = np.asarray(whole.params[i]), np.asarray(resumed.params[i])
+        if x.shape != y.shape or x.shape != np.shape(params[i]):
+            out.append(f"param {i}: shapes {x.shape} and {y.shape}, the parameter's is {np.shape(params[i])}")
+        elif not np.array_equal(x, y, equal_nan=True):
+            out.append(f"param {i}: values differ")
+        s, r = whole.state[i], resumed.state[i]
+        if set(s) != set(r):
+            out.append(f"param {i}: state tensors {sorted(s)} and {sorted(r)}")
+        for k in sorted(set(s) & set(r)):
+            a, b = np.asarray(s[k]), np.asarray(r[k])
+            if a.shape != b.shape:
+                out.append(f"param {i} {k}: shapes {a.shape} and {b.shape}")
+            elif not np.array_equal(a, b, equal_nan=True):
+                out.append(f"param {i} {k}: values differ")
+    return out
 
 
 class _Refused(Exception):
@@ -261,7 +300,7 @@ def _run_variant(target, variant, variants, fixtures, cfg, sink, progress) -> No
                   "clauses": ["CAME-HP-1"], "dtype": None, "outcome": "blocked",
                   "reason": f"tier 0 failed ({tier0['reason'][:300]}); fixture and Hypothesis trajectories and "
                             f"resume checks of this variant were not run"})
-    else:
+    elif "fixtures" in cfg.sources:
         progress(f"fixtures: {len(fixtures['trajectory'])} trajectories")
         for case in fixtures["trajectory"]:
             sink.add(_run(target, case, variant))
@@ -291,13 +330,17 @@ def _run_variant(target, variant, variants, fixtures, cfg, sink, progress) -> No
             sink.add(_resume(target, case, variant))
 
 
-def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
+def run(target_name: str, out: Path, cfg: Settings, progress=print, deviations: Path | None = None) -> dict:
+    """One conformance run; ``deviations`` replaces the target's own deviations file."""
     strategies.load_project_modules()  # before any draw: the same cases from every entry point
     spec = resolve(target_name)
+    if deviations is not None:
+        spec = dataclasses.replace(spec, deviations=Path(deviations))
     declared = deviations_mod.load(spec.deviations)
+    replay = load_case_file(cfg.case_file) if cfg.case_file else None  # before anything is written
     sink = Sink(out, declared, cfg.stop_on_failure)
     process = TargetProcess(spec.factory, spec.python, cfg.timeout, out / "target-stderr.log", dict(spec.env))
-    started, info = time.time(), None
+    started, info, stopped = time.time(), None, None
     try:
         target = execute.Target(spec.name, process)
         info = target.info
@@ -305,26 +348,25 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
         if set(variants) - set(info.variants):
             raise SystemExit(f"--variant: {sorted(set(variants) - set(info.variants))} not among the target's "
                              f"variants {list(info.variants)}")
-        if cfg.case_file:
-            case = from_json(json.loads(Path(cfg.case_file).read_text()))
+        if replay is not None:
             for variant in variants:
-                sink.add(_run(target, case, variant))
+                sink.add(_run(target, replay, variant))
         else:
-            fixtures = fixture_cases(info.profile, info.api, info.dtypes) if "fixtures" in cfg.sources else {"trajectory": [], "error": []}
+            fixtures = fixture_cases(info.profile, info.api, info.dtypes) \
+                if {"fixtures", "errors", "resume"} & set(cfg.sources) else {"trajectory": [], "error": []}
             for variant in variants:
                 _run_variant(target, variant, variants, fixtures, cfg, sink,
                              lambda m, v=variant: progress(f"[{spec.name}/{v}] {m}"))
-    except StopRun:
-        pass
+    except StopRun as stop:
+        stopped = f"stopped at the first unexplained failure ({stop.args[0]})"
     except execute.TargetFailure as exc:  # the target could not even describe itself
         sink.stop_on_failure = False
         sink.add({"id": "load", "kind": "load", "variant": "-", "source": "", "flags": [], "clauses": [],
-                  "dtype": None, "outcome": execute.ERROR, "reason": str(exc)})
+                  "dtype": None, "outcome": execute.ERROR, "reason": str(exc), "failures": [execute.crash_point(0)]})
     finally:
         process.close()
-    unobserved = deviations_mod.apply(declared, sink.records)
-    if not cfg.is_full_run():  # a replay or a subset cannot show every deviation
-        unobserved = []
+    status = deviations_mod.apply(declared, sink.records)
     return {"target": spec.name, "info": dict(info.__dict__) if info else None, "settings": cfg.to_json(),
             "started": started, "seconds": round(time.time() - started, 2), "records": sink.records,
-            "unobserved_deviations": unobserved, "declared_deviations": declared}
+            "deviation_status": status, "declared_deviations": declared,
+            "deviations_file": deviations_mod.file_identity(spec.deviations), "stopped": stopped}

@@ -190,3 +190,56 @@ class Hyperparameters:
                                LearningRate.from_json(g["learning_rate"]) if g["learning_rate"] else None,
                                g["weight_decay"]) for g in groups),
             **fields)
+
+
+def check_ranges(hp: Hyperparameters, n_params: int) -> None:
+    """CAME-HP-1 … CAME-HP-3: every value in its valid range, for a case built from canonical values.
+
+    The documented constructors validate their arguments (reference.front, spec §6); a case that
+    arrives as canonical hyperparameters (a case file, a fixture) is checked here, so a NaN beta or an
+    empty group cannot make a case that proves nothing.  ValueError names the field and the rule.
+    """
+    def bad(field: str, rule: str, value) -> None:
+        raise ValueError(f"hyperparameters.{field}: {rule}, got {value!r}")
+
+    def unit(field: str, value) -> None:
+        if not (isinstance(value, float) and 0.0 <= value <= 1.0):
+            bad(field, "must be a float in [0, 1]", value)
+
+    def positive(field: str, value) -> None:
+        if not (isinstance(value, float) and math.isfinite(value) and value > 0.0):
+            bad(field, "must be a finite float > 0", value)
+
+    def rate(field: str, lr: LearningRate) -> None:
+        values = {"constant": (lr.value,), "sequence": lr.values}.get(lr.kind, tuple(v for _, v in lr.params))
+        if lr.kind not in ("constant", "sequence", "schedule") or (lr.kind == "sequence" and not lr.values):
+            bad(field, "must be a constant, a non-empty sequence or a schedule", lr.kind)
+        if lr.kind == "schedule" and (lr.schedule not in SCHEDULES
+                                      or sorted(dict(lr.params)) != sorted(SCHEDULE_PARAMS[lr.schedule])):
+            bad(field, f"a schedule must be one of {sorted(SCHEDULES)} with exactly its parameters", lr.schedule)
+        for v in values:
+            if not (math.isfinite(v) and v >= 0.0):
+                bad(field, "every learning-rate value must be finite and >= 0", v)
+        params = dict(lr.params)
+        if params.get("warmup_steps", 1.0) < 1.0 or params.get("gamma", 0.0) > 1.0:
+            bad(field, "a schedule needs warmup_steps >= 1 and gamma <= 1", params)
+
+    for field in ("eps1", "eps_insta", "eps_scale", "clip_threshold", "loss_scale"):
+        positive(field, getattr(hp, field))
+    for field in ("beta1", "beta3") + (("beta2",) if hp.profile == "paper" else ("decay_rate",)):
+        unit(field, getattr(hp, field))
+    decays = [("weight_decay", hp.weight_decay)] + [(f"groups[{k}].weight_decay", g.weight_decay)
+                                                     for k, g in enumerate(hp.groups) if g.weight_decay is not None]
+    for field, value in decays:
+        top = 1.0 if hp.profile == "mindformers" else math.inf
+        if not (isinstance(value, float) and 0.0 <= value <= top and math.isfinite(value)):
+            bad(field, f"must be a finite float in [0, {top}]", value)
+    if hp.learning_rate is not None:
+        rate("learning_rate", hp.learning_rate)
+    seen: set[int] = set()
+    for k, g in enumerate(hp.groups):
+        if not g.params or any(not isinstance(i, int) or not 0 <= i < n_params or i in seen for i in g.params):
+            bad(f"groups[{k}].params", f"must name parameters 0..{n_params - 1}, each in at most one group", g.params)
+        seen.update(g.params)
+        if g.learning_rate is not None:
+            rate(f"groups[{k}].learning_rate", g.learning_rate)

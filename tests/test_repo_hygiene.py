@@ -26,11 +26,11 @@ def test_no_path_of_a_developer_machine_is_written_down():
     assert offenders == []
 
 
-@pytest.mark.parametrize("target", sorted(BUILTIN))
+@pytest.mark.parametrize("target", sorted(t for t in BUILTIN if (ROOT / "targets" / t / "deviations.json").exists()))
 def test_deviations_files_are_well_formed(target):
-    """Each declared deviation cites an existing spec clause and has evidence (CAME-HP-1)."""
+    """Each declared deviation cites an existing spec clause, has evidence, and matches by signature."""
     path = ROOT / "targets" / target / "deviations.json"
-    declared = deviations.load(path)
+    declared = deviations.load(path)  # strict: signature keys required, no clause-alone entries
     ids = [d["id"] for d in declared]
     assert len(ids) == len(set(ids))
     for d in declared:

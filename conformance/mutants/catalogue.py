@@ -19,6 +19,9 @@ class Mutant:
     switches: frozenset[str]
     profile: str = "mindformers"  # "mindformers" | "paper": where the bug is reachable
     clauses: tuple[str, ...] = ()
+    # Declared deviations of built-in targets that describe exactly this bug: stacking one of them on the
+    # mutant may absorb it (conformance/stacking.py); any other absorbing deviation is too wide.
+    same_as: tuple[str, ...] = ()
 
 
 #: The families the catalogue must cover (tests/test_mutants.py checks every one has mutants).
@@ -29,8 +32,8 @@ FAMILIES = (
 )
 
 
-def _m(name, family, description, switches=None, profile="mindformers", clauses=()):
-    return Mutant(name, family, description, frozenset(switches or {name}), profile, tuple(clauses))
+def _m(name, family, description, switches=None, profile="mindformers", clauses=(), same_as=()):
+    return Mutant(name, family, description, frozenset(switches or {name}), profile, tuple(clauses), tuple(same_as))
 
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -210,5 +213,6 @@ def lookup(name: str) -> Mutant:
     if profile:
         if profile not in ("paper", "mindformers"):
             raise KeyError(name)
-        mutant = Mutant(name, mutant.family, mutant.description, mutant.switches, profile, mutant.clauses)
+        mutant = Mutant(name, mutant.family, mutant.description, mutant.switches, profile, mutant.clauses,
+                        mutant.same_as)
     return mutant

@@ -1,0 +1,107 @@
+"""The verdict is earned (issues 9 and 15): two answers, evidence rules, no vacuous pass, exit codes."""
+import json
+
+import pytest
+
+from came_conformance import report, runner, verdict
+from came_conformance.__main__ import main as cli
+from came_conformance.cases import InvalidCase, load_case_file
+
+FAST = {"examples": 3, "error_examples": 1}
+
+
+def _run(tmp_path, target, **kw):
+    cfg = runner.Settings(**{**FAST, **kw})
+    result = runner.run(target, tmp_path / "out", cfg, progress=lambda m: None)
+    return result, report.write_all(result, tmp_path / "out")
+
+
+def test_declining_every_numeric_case_is_inconclusive_not_conforms(tmp_path):
+    """Issue 9 (1): a wrong optimizer that answers NotApplicable to every trajectory, tier 0 included."""
+    _, v = _run(tmp_path, "tests.targets.evasive:declines_numbers")
+    assert v["spec"]["answer"] == "INCONCLUSIVE" and v["baseline"]["answer"] == "INCONCLUSIVE"
+    assert v["exit_code"] == 3 and v["counts"]["pass"] > 0  # its error cases passed: not enough
+    units = {g["unit"] for g in v["evidence_gaps"]}
+    assert {"numeric", "trajectory case"} <= units
+
+
+def test_declining_all_but_tier0_is_inconclusive(tmp_path):
+    """Issue 9 (1): tier 0 passes, everything else (the whole error contract included) is declined."""
+    result, v = _run(tmp_path, "tests.targets.evasive:only_tier0", sources=runner.Settings.sources)
+    assert any(r["id"] == "tier0" and r["outcome"] == "pass" for r in result["records"])
+    assert v["spec"]["answer"] == "INCONCLUSIVE" and v["exit_code"] == 3
+    rows = [g for g in v["evidence_gaps"] if g["unit"] == "error row"]
+    assert len(rows) >= 20 and all(not g["declared"] for g in rows)
+
+
+def test_a_declared_gap_keeps_the_baseline_never_the_spec_answer(tmp_path):
+    path = tmp_path / "gaps.json"
+    path.write_text(json.dumps({"deviations": [
+        {"id": "G-NUMBERS", "clause": "CAME-HP-1", "summary": "declines numeric cases", "evidence": "test",
+         "match": {"outcome": "not_applicable", "kind": ["trajectory"], "reason_contains": "prefers not"}}]}))
+    cfg = runner.Settings(**FAST)
+    result = runner.run("tests.targets.evasive:declines_numbers", tmp_path / "out", cfg, progress=lambda m: None,
+                        deviations=path)
+    v = report.write_all(result, tmp_path / "out")
+    assert v["spec"]["answer"] == "INCONCLUSIVE"  # a gap is never conformance
+    # declared gaps cover the declined cases; the dtypes with no judged trajectory still cannot be declared away
+    assert any(g["declared"] for g in v["evidence_gaps"]) and v["baseline"]["answer"] == "INCONCLUSIVE"
+
+
+def test_a_resume_that_loses_everything_fails(tmp_path):
+    """Issue 9 (2): restore() does nothing and read() returns no parameters: the resume checks fail."""
+    result, v = _run(tmp_path, "tests.targets.evasive:forgetful_resume", sources=("resume",))
+    resumes = [r for r in result["records"] if r["kind"] == "resume"]
+    assert resumes and all(r["outcome"] == "fail" for r in resumes)
+    assert "0 parameters" in resumes[0]["reason"]
+    assert v["baseline"]["answer"] == "CHANGED" and v["exit_code"] == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(grads=[]), "at least one step"),
+    (lambda c: c.update(params=[], grads=[[] for _ in c["grads"]]), "at least one parameter"),
+    (lambda c: c["hyperparameters"].update(beta1=float("nan")), "beta1"),
+    (lambda c: c["hyperparameters"].update(eps1=0.0), "eps1"),
+])
+def test_crafted_case_files_are_refused_before_running(tmp_path, change, message):
+    """Issue 9 (1): zero steps, zero parameters, NaN or out-of-range hyperparameters: exit 2, nothing written."""
+    result, _ = _run(tmp_path / "src", "reference", sources=("hypothesis",), examples=1)
+    case = json.loads(json.dumps(result["records"][0]["case"]))
+    change(case)
+    path = tmp_path / "case.json"
+    path.write_text(report.dumps(case))
+    with pytest.raises(InvalidCase, match=message):
+        load_case_file(path)
+    out = tmp_path / "never"
+    assert cli(["run", "--target", "reference", "--case-file", str(path), "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_an_error_case_whose_match_names_nothing_is_refused(tmp_path):
+    """A blank or unrelated ``match`` would let a message that names nothing pass (issue 10)."""
+    case = {"kind": "error", "id": "x", "profile": "mindformers", "phase": "construction", "kwargs": {},
+            "exception": "ValueError", "match": "", "clause": "CAME-ERR-10", "argument": "beta1", "grads": None,
+            "source": "", "flags": []}
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps(case))
+    with pytest.raises(InvalidCase, match="match"):
+        load_case_file(path)
+
+
+def test_any_declared_deviation_means_does_not_conform():
+    """Issue 15: a target whose every failure is declared MATCHES its baseline and still DOES NOT CONFORM."""
+    records = [{"id": "a", "kind": "trajectory", "variant": "default", "outcome": "expected_deviation",
+                "deviations": ["D-1"], "dtype": "float64", "clauses": ["CAME-STEP-6"],
+                "failures": [{"clause": "CAME-STEP-6", "tensor": "exp_avg"}]},
+               {"id": "b", "kind": "trajectory", "variant": "default", "outcome": "pass", "dtype": "float64",
+                "clauses": ["CAME-STEP-6"]}]
+    run = {"records": records, "info": {"dtypes": ["float64"], "variants": ["default"], "options": [],
+                                        "api": "paper"},
+           "settings": {"sources": ["fixtures"], "full_run": True}, "deviation_status":
+               {"D-1": {"status": "observed", "observed": 1, "passed_in_scope": 1}},
+           "declared_deviations": [{"id": "D-1", "match": {"kind": ["trajectory"]}}]}
+    v = verdict.decide(run)
+    assert v["spec"]["answer"] == "DOES NOT CONFORM" and "CONFORMS" != v["spec"]["answer"]
+    assert v["baseline"]["answer"] == "MATCHES" and v["exit_code"] == 0
+    assert "1 deviation (1 declared, 0 undeclared) touching CAME-STEP-6" in v["spec"]["text"]
+    assert "1 of 2 judged cases failed (50 %)" in v["spec"]["text"]
