@@ -105,3 +105,38 @@ def test_any_declared_deviation_means_does_not_conform():
     assert v["baseline"]["answer"] == "MATCHES" and v["exit_code"] == 0
     assert "1 deviation (1 declared, 0 undeclared) touching CAME-STEP-6" in v["spec"]["text"]
     assert "1 of 2 judged cases failed (50 %)" in v["spec"]["text"]
+
+
+def test_adafactor_presented_as_came_is_named_with_the_instability_clauses(tmp_path):
+    """Issue 9: plain Adafactor behind an adapter fails CAME-STEP-7/8 too, not only the first equation."""
+    result, v = _run(tmp_path, "mutant:plain-adafactor", sources=("fixtures",))
+    clauses = {p["clause"] for r in result["records"] if r["outcome"] == "fail" for p in r["failures"]}
+    assert {"CAME-STEP-6", "CAME-STEP-8", "CAME-STEP-12"} <= clauses
+    assert "CAME-STEP-8" in v["spec"]["text"]
+
+
+def test_no_declared_deviation_reads_as_conforms_anywhere(tmp_path):
+    """Issue 15: console, summary.md, junit.xml and the matrix all say DOES NOT CONFORM for a target whose
+    only failures are declared deviations, and MATCHES for its baseline."""
+    from came_conformance import matrix
+
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps({"deviations": [
+        {"id": "LR-LATE", "clause": "CAME-LR-3", "summary": "the sequence is read one step late", "evidence": "test",
+         "match": {"kind": ["trajectory"], "variants": ["default"], "dtype": ["float64", "float32", "float16",
+                   "bfloat16"], "divergence_clause": ["CAME-STEP-12"], "divergence_tensor": ["theta"],
+                   "factored": [True, False], "divergence": ["value"], "requires_any": ["lr_sequence"]}},
+        {"id": "LR-LATE-RUNS-OUT", "clause": "CAME-LR-3", "summary": "so the last step finds no value", "evidence": "test",
+         "match": {"kind": ["trajectory"], "variants": ["default"], "dtype": ["float64", "float32"],
+                   "divergence_clause": ["CAME-STEP-1"], "divergence_tensor": [None], "factored": [None],
+                   "divergence": ["raised"], "requires_any": ["lr_sequence"]}}]}))
+    result = runner.run("mutant:lr-sequence-index-t", tmp_path / "out", runner.Settings(**FAST, sources=("fixtures",)),
+                        progress=lambda m: None, deviations=path)
+    v = report.write_all(result, tmp_path / "out")
+    assert v["spec"]["answer"] == "DOES NOT CONFORM" and v["counts"]["expected_deviation"] > 0
+    assert v["baseline"]["answer"] == "MATCHES"  # every failure point is one of the two declared signatures
+    head = (tmp_path / "out" / "summary.md").read_text().splitlines()[2]
+    assert head.startswith("**Spec: DOES NOT CONFORM**")
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    text, table = matrix.render([doc])
+    assert "**DOES NOT CONFORM**" in text and table[doc["target"]]["verdict"]["spec"]["answer"] != "CONFORMS"
