@@ -15,7 +15,10 @@ lists, per target, each way it departs from the spec: id, clause, summary, evide
 
 - ``variants``, ``dtype``, ``kind``: the record's execution variant, dtype, kind;
 - ``divergence_clause``, ``divergence_tensor``, ``factored``, ``divergence``, ``layout``: the point's
-  clause, tensor, factored-ness (true / false), divergence kind (``DIVERGENCES``) and sharding layout;
+  clause, tensor, factored-ness (true / false), divergence kind (``DIVERGENCES``: ``value`` a finite
+  value off its bound, ``zero`` exactly 0 where the reference is not, ``nan`` / ``inf`` where the
+  reference is finite, ``finite`` where it is not, ``shape``, ``missing``, ``raised``, ``counter``,
+  ``crash``, ``count``) and sharding layout;
 - ``error_clause``, ``argument``, ``category``: an error case's clause, argument, outcome category;
 - ``requires_any`` / ``requires_all``: the case needs at least one / all of these options;
 - ``flags_any`` / ``flags_all`` / ``flags_none``: the case carries one / all / none of these flags;
@@ -39,7 +42,7 @@ import json
 from pathlib import Path
 
 #: Kinds of divergence of a failure point (execute.divergence_kind).
-DIVERGENCES = ("value", "nan", "inf", "finite", "shape", "missing", "raised", "counter", "crash", "count")
+DIVERGENCES = ("value", "zero", "nan", "inf", "finite", "shape", "missing", "raised", "counter", "crash", "count")
 
 RECORD_KEYS = {
     "variants": lambda r, p: r["variant"],

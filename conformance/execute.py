@@ -96,6 +96,8 @@ def divergence_kind(check) -> str:
         return "inf"
     if not np.isfinite(r) and np.isfinite(t):
         return "finite"
+    if t == 0.0 and r != 0.0:  # underflow, or a quantity that never moved
+        return "zero"
     return "value"
 
 

@@ -140,3 +140,21 @@ def test_no_declared_deviation_reads_as_conforms_anywhere(tmp_path):
     doc = json.loads((tmp_path / "out" / "report.json").read_text())
     text, table = matrix.render([doc])
     assert "**DOES NOT CONFORM**" in text and table[doc["target"]]["verdict"]["spec"]["answer"] != "CONFORMS"
+
+
+def test_a_half_precision_deviation_does_not_absorb_a_momentum_bug(tmp_path):
+    """Issue 9 (4): with pytorch-optimizer's declared float16 deviations stacked on a port whose 1-D momentum
+    is 100x too small, the bug is still seen, in float16 too, and the baseline is CHANGED."""
+    from came_conformance import deviations, stacking
+
+    entries = stacking.adapt(deviations.load(stacking.stackable_files()["pytorch-optimizer"]), ["default"])
+    path = tmp_path / "stacked.json"
+    path.write_text(json.dumps({"deviations": entries}))
+    result = runner.run("tests.targets.evasive:small_vector_momentum", tmp_path / "out",
+                        runner.Settings(**FAST, sources=("fixtures",)), progress=lambda m: None, deviations=path)
+    v = report.write_all(result, tmp_path / "out")
+    unexplained = [r for r in result["records"] if r["outcome"] == "fail"]
+    assert v["baseline"]["answer"] == "CHANGED"
+    assert {"float64", "float32", "float16", "bfloat16"} <= {r["dtype"] for r in unexplained}
+    assert all(p["clause"] == "CAME-STEP-6" and p["factored"] is False
+               for r in unexplained for p in r["failures"])

@@ -7,6 +7,8 @@ every numeric case, tier 0 included; its constructor is the reference's, so erro
 ``only_tier0``: takes the tier-0 case (the profile's defaults on a 3x4 matrix and a 4-vector) and
 declines everything else, the error contract included.
 ``forgetful_resume``: ``restore`` does nothing and a restored session reads back no parameters.
+``small_vector_momentum``: the paper profile with the first moment of every parameter of ndim <= 1
+kept 100 times too small (the aliasing bug of pytorch-optimizer 3.11.0), in every dtype.
 """
 from dataclasses import replace
 
@@ -69,3 +71,26 @@ def only_tier0():
 
 def forgetful_resume():
     return _ForgetfulResume("mindformers")
+
+
+class _SmallMomentumSession:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def step(self, grads):
+        self.inner.step(grads)
+        for value, tensors in zip(self.inner.optim._values, self.inner.optim.state.tensors):
+            if np.ndim(value) <= 1:
+                tensors["exp_avg"] = tensors["exp_avg"] * 0.01
+
+    def read(self):
+        return self.inner.read()
+
+
+class _SmallVectorMomentum(ReferenceAdapter):
+    def open(self, hp, params, dtype, variant):
+        return _SmallMomentumSession(super().open(hp, params, dtype, variant))
+
+
+def small_vector_momentum():
+    return _SmallVectorMomentum("paper")
