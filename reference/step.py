@@ -97,42 +97,113 @@ def col_mean(x: np.ndarray) -> np.ndarray:
     return np.mean(x, axis=-2)
 
 
-def factor(row: np.ndarray, col: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """CAME-DEF-3: F(r, c)[..., i, j] = (r_i / mean(r))^(-1/2) * c_j^(-1/2) (into ``out`` if given)."""
-    row_factor = 1.0 / np.sqrt(row / np.mean(row, axis=-1, keepdims=True))
-    col_factor = 1.0 / np.sqrt(col)
-    return np.multiply(row_factor[..., :, None], col_factor[..., None, :], out=out)
+# --------------------------------------------------------------------------------------------
+# Evaluation in blocks.  The step below is written clause by clause over blocks of rows of each
+# trailing 2-D slice (or of the flat tensor, unfactored).  Elementwise operations give the same
+# value in any block; each row mean is taken over one row (a block holds whole rows); each column
+# mean runs down its column in row order (NumPy adds the rows of an axis -2 reduction one after the
+# other), so it is taken over blocks of columns; RMS is a pairwise sum over the flat tensor, split
+# exactly where NumPy's pairwise summation splits it.  So the values are bitwise those of the same
+# operations on whole arrays, and large parameters use both cores and stay in cache per block.
+# --------------------------------------------------------------------------------------------
+#: Elements per block: a block of float64 (256 KiB) and its temporaries stay in a core's L2 cache.
+BLOCK = 1 << 15
+#: Below this many elements a parameter is one block on the calling thread.
+PARALLEL_FROM = 1 << 18
+_POOL: list = []
 
 
-#: Without a trace, the full-size intermediates share two work buffers (0 and 1): each is dead
-#: before the next one that uses its buffer is written.  With a trace, each gets its own array.
-#: Either way the operations and their order are the same, so the values are bitwise the same.
-_SHARED_BUFFER = {"grad": 0, "grad_sq": 1, "update": 1, "update_sq": 0, "update_clipped": 1, "exp_avg_term": 0,
-                  "instability": 0, "confidence": 1, "direction": 1, "theta_sq": 0, "theta_decayed": 0,
-                  "step_size": 1, "theta": 0}
+def _map(fn, items) -> None:
+    """fn over items, on two threads when there are several (NumPy releases the GIL in its loops)."""
+    items = list(items)
+    if len(items) < 2:
+        for item in items:
+            fn(item)
+        return
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="came-step"))
+    for _ in _POOL[0].map(fn, items):
+        pass  # re-raises a block's exception here
 
 
-class _Workspace:
-    """Output arrays for the full-size intermediates of one step (see ``_SHARED_BUFFER``)."""
+def _pairwise_sum(size: int, leaf_sum) -> float:
+    """np.add.reduce(f(x)) bitwise for a flat x of ``size`` elements, leaf_sum(lo, hi) being Σ f(x[lo:hi]).
 
-    def __init__(self, like: np.ndarray, keep: bool):
-        self.like, self.keep, self.shared = like, keep, {}
+    NumPy's pairwise summation halves a length n at n2 = n // 2 - (n // 2) % 8 until n <= 128; the
+    same split down to leaves of at most max(BLOCK, 128) elements gives the same additions in the
+    same order (each leaf is a node of NumPy's own recursion, which np.add.reduce then finishes).
+    """
+    leaves: list[tuple[int, int]] = []
+    most = max(BLOCK, 128)  # NumPy sums 128 elements or fewer without splitting: leaves must not be smaller
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        if self.keep or name not in _SHARED_BUFFER:
-            return np.empty_like(self.like)
-        slot = _SHARED_BUFFER[name]
-        if slot not in self.shared:
-            self.shared[slot] = np.empty_like(self.like)
-        return self.shared[slot]
+    def split(lo: int, n: int) -> None:
+        if n <= most:
+            leaves.append((lo, lo + n))
+            return
+        n2 = n // 2
+        n2 -= n2 % 8
+        split(lo, n2)
+        split(lo + n2, n - n2)
+
+    split(0, size)
+    sums: dict[int, float] = {}
+
+    def one(bounds):
+        sums[bounds[0]] = leaf_sum(*bounds)
+
+    _map(one, leaves) if size >= PARALLEL_FROM else [one(b) for b in leaves]
+
+    def combine(lo: int, n: int) -> float:
+        if n <= most:
+            return sums[lo]
+        n2 = n // 2
+        n2 -= n2 % 8
+        return combine(lo, n2) + combine(lo + n2, n - n2)
+
+    return F64(combine(0, size))
+
+
+class _Blocks:
+    """The row blocks and column blocks of a parameter of shape S, as index tuples into 3-D views.
+
+    A factored S = (..., n, m) is seen as (B, n, m); a row block is (b, rows), a column block
+    (b, columns).  An unfactored S is seen flat, as (1, 1, N), so the same code serves both.
+    """
+
+    def __init__(self, shape: tuple[int, ...]):
+        factored = is_factored(shape)
+        n = shape[-2] if factored else 1
+        m = shape[-1] if factored else int(np.prod(shape, dtype=np.int64))
+        b = int(np.prod(shape[:-2], dtype=np.int64)) if factored else 1
+        self.view, self.size = (b, n, m), b * n * m
+        self.parallel = self.size >= PARALLEL_FROM
+        if factored:
+            rows = max(1, BLOCK // max(m, 1)) if self.parallel else n
+            self.rows = [(k, slice(i, min(i + rows, n))) for k in range(b) for i in range(0, n, rows)]
+        else:  # one "row" of N elements, cut into pieces: rows of an unfactored tensor are never reduced
+            step = BLOCK if self.parallel else max(m, 1)
+            self.rows = [(0, slice(0, 1), slice(j, min(j + step, m))) for j in range(0, m, step)]
+        # At least two columns: NumPy reduces a single strided column pairwise, several row by row.
+        cols = max(2, BLOCK // max(n, 1)) if self.parallel else m
+        starts = [j for j in range(0, m, cols) if m - j >= 2 or j == 0]  # no last block of one column
+        self.cols = [(k, slice(None), slice(j, starts[i + 1] if i + 1 < len(starts) else m))
+                     for k in range(b) for i, j in enumerate(starts)]
+
+    def each_row_block(self, fn) -> None:
+        _map(fn, self.rows) if self.parallel else [fn(blk) for blk in self.rows]
+
+    def each_col_block(self, fn) -> None:
+        _map(fn, self.cols) if self.parallel else [fn(blk) for blk in self.cols]
 
 
 def step(theta: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray], hp: StepHyper,
          trace: bool = True) -> StepResult:
     """One CAME step: (θ, G, state; hp) -> (θ', state', trace) (CAME-STEP-1 … CAME-STEP-12).
 
-    ``trace=False`` returns an empty trace and evaluates the same operations, in the same order,
-    in two reused work buffers: bitwise the same θ' and state, in about a third of the memory.
+    ``trace=False`` returns an empty trace and keeps one work buffer besides θ' and the state (three
+    parameter sizes in all); ``trace=True`` keeps every intermediate in an array of its own.  Both
+    evaluate the same operations in the same order, so θ' and the state are bitwise the same.
     """
     theta = np.asarray(theta, dtype=F64)  # read only: every result goes to a new array
     grad = np.asarray(grad, dtype=F64)
@@ -140,55 +211,169 @@ def step(theta: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray], h
     if theta.size == 0:  # CAME-ZERO-1: nothing to update, state unchanged
         return StepResult(theta.copy(), {name: value.copy() for name, value in state.items()}, {})
     factored = is_factored(theta.shape)
-    work = _Workspace(theta, keep=trace)
+    blocks = _Blocks(theta.shape)
+    view = blocks.view
+
+    def full() -> np.ndarray:
+        return np.empty(view, dtype=F64)
+
+    G, T = grad.reshape(view), theta.reshape(view)
     out: dict[str, np.ndarray] = {}
+    keep = {name: full() for name in ("grad", "grad_sq", "update", "update_clipped", "instability",
+                                      "confidence", "direction", "theta_decayed")} if trace else {}
+    work = None if trace and not factored else full()  # Q, then U, then D (each dead before the next)
     with np.errstate(all="ignore"):  # CAME-NONFINITE-1: IEEE 754 propagation, no checks
-        g = out["grad"] = np.divide(grad, hp.loss_scale, out=work["grad"])  # CAME-STEP-1
-        q = out["grad_sq"] = np.multiply(g, g, out=work["grad_sq"])  # CAME-STEP-2: Q = g·g + ε1
-        q += hp.eps1
+        unscaled = hp.loss_scale != 1.0  # x / 1 is exact: g is G itself then
+
+        def g_of(blk):  # CAME-STEP-1: g = G / s
+            if "grad" in keep:
+                return keep["grad"][blk]
+            return np.divide(G[blk], hp.loss_scale) if unscaled else G[blk]
+
+        if "grad" in keep:
+            blocks.each_row_block(lambda blk: np.divide(G[blk], hp.loss_scale, out=keep["grad"][blk]))
         if factored:
-            r = hp.beta2 * state["exp_avg_sq_row"] + (1.0 - hp.beta2) * row_mean(q)  # CAME-STEP-3
-            c = hp.beta2 * state["exp_avg_sq_col"] + (1.0 - hp.beta2) * col_mean(q)
+            n_rows = view[0] * view[1]
+            row_means = np.empty((view[0], view[1]), dtype=F64)
+            q_all = keep.get("grad_sq", work)
+
+            def second_moment_input(blk):  # CAME-STEP-2: Q = g·g + ε1; the row means of CAME-STEP-3
+                g = g_of(blk)
+                q = np.multiply(g, g, out=q_all[blk])
+                q += hp.eps1
+                row_means[blk[0], blk[1]] = row_mean(q)
+
+            blocks.each_row_block(second_moment_input)
+            col_means = _col_means(q_all, blocks)
+            lead = theta.shape[:-1]
+            r = hp.beta2 * state["exp_avg_sq_row"] + (1.0 - hp.beta2) * row_means.reshape(lead)  # CAME-STEP-3
+            c = hp.beta2 * state["exp_avg_sq_col"] + (1.0 - hp.beta2) * col_means.reshape(theta.shape[:-2] + theta.shape[-1:])
             out["exp_avg_sq_row"], out["exp_avg_sq_col"] = r, c
-            u = factor(r, c, out=work["update"])  # CAME-STEP-4: U = F(r, c) · g
-            u *= g
+            row_f, col_f = _factors(r, c, view)
+            u_all = keep.get("update", work)
+
+            def update(blk):  # CAME-STEP-4: U = F(r, c) · g
+                u = np.multiply(row_f[blk[0], blk[1], None], col_f[blk[0], None, :], out=u_all[blk])
+                u *= g_of(blk)
+
+            blocks.each_row_block(update)
         else:
-            v = np.asarray(hp.beta2 * state["exp_avg_sq"] + (1.0 - hp.beta2) * q)  # CAME-STEP-3V (0-D stays an array)
-            if hp.compression:  # CAME-OPT-5: stored in float16, used as stored
-                v = v.astype(np.float16).astype(F64)
-            out["exp_avg_sq"] = v
-            u = np.sqrt(v, out=work["update"])  # CAME-STEP-4V: U = g / sqrt(v)
-            np.divide(g, u, out=u)
-        out["update"] = u
-        u_rms = out["update_rms"] = np.sqrt(np.mean(np.multiply(u, u, out=work["update_sq"])))  # CAME-STEP-5
-        divisor = out["clip_divisor"] = np.maximum(1.0, u_rms / hp.clip_threshold)
-        u_hat = out["update_clipped"] = np.divide(u, divisor, out=work["update_clipped"])
-        m = out["exp_avg"] = np.multiply(hp.beta1, state["exp_avg"], out=np.empty_like(theta))  # CAME-STEP-6
-        m += np.multiply(1.0 - hp.beta1, u_hat, out=work["exp_avg_term"])  # β1·m + (1 − β1)·Û
+            v3 = full()
+            q_all = keep.get("grad_sq")
+            u_all = keep.get("update")
+
+            def second_moment(blk):  # CAME-STEP-2, CAME-STEP-3V (and CAME-OPT-5), CAME-STEP-4V
+                g = g_of(blk)
+                q = np.multiply(g, g, out=q_all[blk] if q_all is not None else None)
+                q += hp.eps1
+                v = np.multiply(hp.beta2, state["exp_avg_sq"].reshape(view)[blk])
+                v += np.multiply(1.0 - hp.beta2, q)
+                if hp.compression:  # stored in float16, used as stored
+                    v = v.astype(np.float16).astype(F64)
+                v3[blk] = v
+                if u_all is not None:
+                    np.divide(g, np.sqrt(v), out=u_all[blk])
+
+            blocks.each_row_block(second_moment)
+            out["exp_avg_sq"] = v3.reshape(theta.shape)
+
+        def u_of(blk):  # CAME-STEP-4V recomputed where it is not kept: the same operations
+            if u_all is not None:
+                return u_all[blk]
+            return np.divide(g_of(blk), np.sqrt(v3[blk]))
+
+        u_flat = u_all.reshape(-1) if u_all is not None else None
+
+        def squares_sum(lo, hi):  # CAME-STEP-5, CAME-DEF-1: Σ U² over a leaf of the pairwise sum
+            if u_flat is not None:
+                piece = u_flat[lo:hi]
+            else:
+                sl = (0, slice(0, 1), slice(lo, hi))
+                piece = u_of(sl)
+            return np.add.reduce(np.multiply(piece, piece), axis=None)
+
+        u_rms = np.sqrt(_pairwise_sum(blocks.size, squares_sum) / blocks.size)
+        divisor = np.maximum(1.0, u_rms / hp.clip_threshold)  # CAME-STEP-5: Û = U / max(1, RMS(U)/d)
+        m3 = full()
+        hat_all = keep.get("update_clipped")
+        d_all = keep.get("instability", work)
+        row_means_d = np.empty((view[0], view[1]), dtype=F64) if factored else None
+
+        def moments(blk):  # CAME-STEP-5 … CAME-STEP-7, and the row means of CAME-STEP-8
+            u = u_of(blk)
+            u_hat = u if divisor == 1.0 else np.divide(u, divisor)  # U / 1 is exact
+            if hat_all is not None:
+                hat_all[blk] = u_hat
+            m = np.multiply(hp.beta1, state["exp_avg"].reshape(view)[blk], out=m3[blk])  # CAME-STEP-6
+            m += np.multiply(1.0 - hp.beta1, u_hat)
+            if factored:
+                d = np.subtract(u_hat, m, out=d_all[blk])  # CAME-STEP-7: D = (Û − m')² + ε_insta
+                d *= d
+                d += hp.eps_insta
+                row_means_d[blk[0], blk[1]] = row_mean(d)
+
+        blocks.each_row_block(moments)
+        out["exp_avg"] = m3.reshape(theta.shape)
         if factored:
-            d = out["instability"] = np.subtract(u_hat, m, out=work["instability"])  # CAME-STEP-7
-            d *= d  # (Û − m)²
-            d += hp.eps_insta
-            big_r = hp.beta3 * state["exp_avg_insta_row"] + (1.0 - hp.beta3) * row_mean(d)  # CAME-STEP-8
-            big_c = hp.beta3 * state["exp_avg_insta_col"] + (1.0 - hp.beta3) * col_mean(d)
+            col_means_d = _col_means(d_all, blocks)
+            big_r = hp.beta3 * state["exp_avg_insta_row"] + (1.0 - hp.beta3) * row_means_d.reshape(lead)  # CAME-STEP-8
+            big_c = hp.beta3 * state["exp_avg_insta_col"] + (1.0 - hp.beta3) * col_means_d.reshape(
+                theta.shape[:-2] + theta.shape[-1:])
             out["exp_avg_insta_row"], out["exp_avg_insta_col"] = big_r, big_c
-            s = out["confidence"] = factor(big_r, big_c, out=work["confidence"])  # CAME-STEP-9
-            direction = np.multiply(s, m, out=work["direction"])
-        else:
-            direction = m  # CAME-STEP-9V: no confidence factor
-        out["direction"] = direction
+            row_s, col_s = _factors(big_r, big_c, view)
         lr = hp.lr  # CAME-STEP-10
         if hp.eps_scale is not None:
-            lr = lr * np.maximum(hp.eps_scale, np.sqrt(np.mean(np.multiply(theta, theta, out=work["theta_sq"]))))
-        out["lr_effective"] = F64(lr)
-        decayed = work["theta_decayed"]  # CAME-STEP-11: decoupled decay, only when λ != 0
-        if hp.weight_decay != 0.0:
-            np.multiply(lr * hp.weight_decay, theta, out=decayed)  # θ − (η·λ)·θ
-            np.subtract(theta, decayed, out=decayed)
-        else:
-            np.copyto(decayed, theta)
-        out["theta_decayed"] = decayed
-        step_size = np.multiply(lr, direction, out=work["step_size"])  # CAME-STEP-12: θ' = θd − η·Δ
-        new_theta = out["theta"] = np.subtract(decayed, step_size, out=work["theta"])
+            t_flat = T.reshape(-1)
+            theta_rms = np.sqrt(_pairwise_sum(blocks.size, lambda lo, hi: np.add.reduce(
+                np.multiply(t_flat[lo:hi], t_flat[lo:hi]), axis=None)) / blocks.size)
+            lr = lr * np.maximum(hp.eps_scale, theta_rms)
+        new_theta = full()
+
+        def parameter(blk):  # CAME-STEP-9 (or 9V), CAME-STEP-11, CAME-STEP-12
+            m = m3[blk]
+            if factored:
+                s = np.multiply(row_s[blk[0], blk[1], None], col_s[blk[0], None, :],
+                                out=keep["confidence"][blk] if "confidence" in keep else None)
+                direction = np.multiply(s, m, out=keep["direction"][blk] if "direction" in keep else None)
+            else:
+                direction = m  # CAME-STEP-9V: no confidence factor
+                if "direction" in keep:
+                    keep["direction"][blk] = m
+            if hp.weight_decay != 0.0:  # CAME-STEP-11: θd = θ − (η·λ)·θ, only when λ != 0
+                decayed = np.subtract(T[blk], np.multiply(lr * hp.weight_decay, T[blk]))
+            else:
+                decayed = T[blk]
+            if "theta_decayed" in keep:
+                keep["theta_decayed"][blk] = decayed
+            np.subtract(decayed, np.multiply(lr, direction), out=new_theta[blk])  # CAME-STEP-12: θ' = θd − η·Δ
+
+        blocks.each_row_block(parameter)
+    new_theta = new_theta.reshape(theta.shape)
     new_state = {name: out[name] for name in state_shapes(theta.shape)}
-    return StepResult(new_theta, new_state, out if trace else {})
+    if not trace:
+        return StepResult(new_theta, new_state, {})
+    shaped = {name: a.reshape(theta.shape) for name, a in keep.items()}
+    if not factored:
+        shaped["confidence"] = None
+        del shaped["confidence"], shaped["instability"]
+    trace_out = {**shaped, **out, "update_rms": u_rms, "clip_divisor": divisor, "lr_effective": F64(lr),
+                 "theta": new_theta}
+    return StepResult(new_theta, new_state, trace_out)
+
+
+def _col_means(x3: np.ndarray, blocks: _Blocks) -> np.ndarray:
+    """CAME-DEF-2: colmean of every (n, m) slice of the (B, n, m) view, taken over blocks of columns."""
+    out = np.empty((x3.shape[0], x3.shape[2]), dtype=F64)
+
+    def one(blk):
+        out[blk[0], blk[2]] = col_mean(x3[blk])
+
+    blocks.each_col_block(one)
+    return out
+
+
+def _factors(row: np.ndarray, col: np.ndarray, view) -> tuple[np.ndarray, np.ndarray]:
+    """CAME-DEF-3 as its two vectors: F[..., i, j] = row_f[..., i] · col_f[..., j], on the 3-D view."""
+    row_f = 1.0 / np.sqrt(row / np.mean(row, axis=-1, keepdims=True))
+    col_f = 1.0 / np.sqrt(col)
+    return row_f.reshape(view[0], view[1]), col_f.reshape(view[0], view[2])
