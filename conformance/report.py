@@ -94,8 +94,10 @@ def write_all(run: dict, out: Path) -> dict:
                         "runner_packages": _versions("numpy", "hypothesis", "mpmath"),
                         "CAME_MAX_ARRAY_SIZE": os.environ.get("CAME_MAX_ARRAY_SIZE", "64")},
         "seconds": run["seconds"], "verdict": summary,
-        "deviations": {"declared": run["declared_deviations"], "unobserved": summary["unobserved_deviations"]},
+        "deviations": {"declared": run["declared_deviations"], "unobserved": summary["unobserved_deviations"],
+                       "file": run.get("deviations_file")},
         "records": [{k: v for k, v in r.items() if k != "case"} for r in run["records"]],
+        "warnings": run.get("warnings", []),
     }
     _atomic_write(out / "report.json", dumps(document, indent=1))
     _atomic_write(out / "summary.md", markdown(document))
@@ -112,6 +114,8 @@ def markdown(doc: dict) -> str:
              + ", ".join(f"{k} {val}" for k, val in (info.get("versions") or {}).items()) + ".", "",
              "| outcome | cases |", "|---|---|"]
     lines += [f"| {o.replace('_', ' ')} | {n} |" for o, n in v["counts"].items()]
+    for warning in doc.get("warnings", []):
+        lines += ["", f"**Warning:** {warning}"]
     by_variant: dict[str, Counter] = {}
     for r in doc["records"]:
         by_variant.setdefault(r["variant"], Counter())[r["outcome"]] += 1
@@ -125,6 +129,9 @@ def markdown(doc: dict) -> str:
             lines += [f"- `{r['id']}` ({r['variant']}, {r['kind']}): {r['reason']}",
                       f"  - reproduce: `{r.get('repro', '')}`"]
     observed = Counter(r.get("deviation") for r in doc["records"] if r.get("deviation"))
+    source = doc["deviations"].get("file")
+    if source:
+        lines += ["", f"Deviations file `{source['path']}`, SHA-256 `{source['sha256']}`."]
     if doc["deviations"]["declared"]:
         lines += ["", "## Declared deviations", "", "| id | clause | summary | cases |", "|---|---|---|---|"]
         lines += [f"| {d['id']} | {d['clause']} | {d['summary']} | {observed.get(d['id'], 0)} |"
