@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from came_conformance import deviations, report, runner
+from came_conformance import deviations, report, runner, scaffold
 
 
 def main(argv=None) -> int:
@@ -28,7 +28,10 @@ def main(argv=None) -> int:
     run.add_argument("--signatures", type=int, default=runner.Settings.signatures,
                      help="distinct failure signatures a Hypothesis property reports before it stops drawing")
     add_deviations_argument(run)
+    scaffold.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "new-adapter":
+        return scaffold.main(args)
     deviations_file = checked_deviations(parser, args.deviations)
 
     sources = tuple(args.sources.split(",")) if args.sources else runner.Settings.sources
