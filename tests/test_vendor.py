@@ -134,3 +134,13 @@ def test_a_vendor_reaches_a_verdict_from_an_empty_directory(installed, tmp_path)
     assert conforms(plugin["verdict"])
     assert [(r["id"], r["variant"], r["outcome"]) for r in plugin["records"]] == \
         [(r["id"], r["variant"], r["outcome"]) for r in doc["records"]]
+
+
+def test_the_installed_plugin_is_inert_and_registers_once(installed, tmp_path):
+    """Entry point and ``-p came_conformance.pytest_plugin`` are one plugin; without --came-target it adds nothing."""
+    venv, env = installed
+    (tmp_path / "test_own.py").write_text("def test_own():\n    pass\n")
+    for extra in ([], ["-p", "came_conformance.pytest_plugin"]):
+        out = _run([str(venv / "bin" / "python"), "-m", "pytest", *extra, "-q", "-p", "no:cacheprovider"], tmp_path,
+                   env)
+        assert "1 passed" in out.stdout and "came[" not in out.stdout, out.stdout
