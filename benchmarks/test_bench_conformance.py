@@ -29,3 +29,14 @@ def test_whole_run(benchmark, tmp_path, target):
     benchmark.extra_info["cases"] = len(result["records"])
     if "reference" in RESULTS and target != "reference":
         benchmark.extra_info["ratio_to_reference_run"] = RESULTS[target] / RESULTS["reference"]
+
+
+@pytest.mark.parametrize("signatures", [1, runner.Settings.signatures])
+def test_exploration_cost(benchmark, tmp_path, signatures):
+    """What exploring past the first failure costs: the Hypothesis trajectories of a target with two
+    bugs (tests/targets/misbehaving.py), stopping after the first signature (as before) or not."""
+    cfg = runner.Settings(sources=("hypothesis",), signatures=signatures)
+    result = benchmark.pedantic(runner.run, args=("tests.targets.misbehaving:two_bugs", tmp_path / "out", cfg),
+                                kwargs={"progress": lambda m: None}, rounds=1, iterations=1)
+    benchmark.extra_info["cases"] = len(result["records"])
+    benchmark.extra_info["shrunk_failures"] = sum(1 for r in result["records"] if r.get("hypothesis", {}).get("shrunk"))

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from came_conformance import report, runner
+from came_conformance import deviations, report, runner, scaffold
 from came_conformance.cases import InvalidCase
-from came_conformance.deviations import DeviationFileError
 
 
 def main(argv=None) -> int:
@@ -26,7 +26,14 @@ def main(argv=None) -> int:
     run.add_argument("--variant", action="append", help="run only this execution variant (repeatable)")
     run.add_argument("--case-file", help="replay one saved case (reports/<target>/cases/<id>.json)")
     run.add_argument("--sources", help="comma-separated subset of " + ",".join(runner.Settings.sources))
+    run.add_argument("--signatures", type=int, default=runner.Settings.signatures,
+                     help="distinct failure signatures a Hypothesis property reports before it stops drawing")
+    add_deviations_argument(run)
+    scaffold.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "new-adapter":
+        return scaffold.main(args)
+    deviations_file = checked_deviations(parser, args.deviations)
 
     sources = tuple(args.sources.split(",")) if args.sources else runner.Settings.sources
     unknown = set(sources) - set(runner.Settings.sources)
@@ -34,11 +41,12 @@ def main(argv=None) -> int:
         parser.error(f"--sources: unknown {sorted(unknown)}; choose from {','.join(runner.Settings.sources)}")
     cfg = runner.Settings(seed=args.seed, examples=args.examples, error_examples=args.error_examples,
                           timeout=args.timeout, shrink_calls=args.shrink_calls, case_file=args.case_file,
-                          variants=tuple(args.variant) if args.variant else None, sources=sources)
+                          variants=tuple(args.variant) if args.variant else None, sources=sources,
+                          signatures=args.signatures, deviations=deviations_file)
     out = Path(args.out or f"reports/{args.target.replace(':', '-')}")
     try:
         result = runner.run(args.target, out, cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
-    except (InvalidCase, DeviationFileError) as exc:  # input errors: one line, exit 2, nothing written
+    except (InvalidCase, deviations.DeviationsFileError) as exc:  # input errors: one line, exit 2, nothing written
         print(f"came_conformance: {exc}", file=sys.stderr)
         return 2
     summary = report.write_all(result, out)
@@ -50,6 +58,23 @@ def main(argv=None) -> int:
           f"{counts['expected_deviation']} expected deviations, {counts['not_applicable']} not applicable, "
           f"{len(summary['evidence_gaps'])} evidence gaps; reports in {out}/ (exit {summary['exit_code']})")
     return summary["exit_code"]
+
+
+def add_deviations_argument(run) -> None:
+    run.add_argument("--deviations", metavar="FILE",
+                     help="deviations file for this target, any target (format: conformance/deviations.py); "
+                          "default: $CAME_DEVIATIONS, else a built-in target's targets/<name>/deviations.json")
+
+
+def checked_deviations(parser, named: str | None) -> str | None:
+    """--deviations (or CAME_DEVIATIONS), loaded once here so a bad file is a usage error, not a run."""
+    path = named or os.environ.get("CAME_DEVIATIONS") or None
+    if path is not None:
+        try:
+            deviations.load(Path(path), must_exist=True)
+        except deviations.DeviationsFileError as exc:
+            parser.error(f"--deviations{'' if named else ' (from CAME_DEVIATIONS)'}: {exc}")
+    return path
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ REQUIRED = {
 }
 
 
-class DeviationFileError(ValueError):
+class DeviationsFileError(ValueError):
     """A deviations file that cannot be used: the message names the file, the entry and the rule."""
 
 
@@ -79,58 +79,67 @@ def entry_kind(match: dict) -> str:
     return "error" if match.get("kind") == ["error"] else "numeric"
 
 
-def load(path: Path | None) -> list[dict]:
-    """The entries of a deviations file, checked strictly (DeviationFileError otherwise)."""
-    if path is None:
+def load(path: Path | None, must_exist: bool = False) -> list[dict]:
+    """The entries of a deviations file, checked strictly (DeviationsFileError otherwise).
+
+    No file means no deviations (a built-in target that declares none); ``must_exist``: the file was
+    named (``--deviations``, ``CAME_DEVIATIONS``), so a missing one is an error.
+    """
+    if path is None or not Path(path).exists():
+        if must_exist:
+            raise DeviationsFileError(f"deviations file {path}: no such file")
         return []
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DeviationFileError(f"{path}: not a readable JSON deviations file ({exc})") from None
+        raise DeviationsFileError(f"deviations file {path}: not readable JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("deviations"), list):
-        raise DeviationFileError(f"{path}: must be an object with a list 'deviations'")
+        raise DeviationsFileError(f'deviations file {path}: must be an object with a "deviations" list')
     seen: set[str] = set()
     for d in data["deviations"]:
         if not isinstance(d, dict):
-            raise DeviationFileError(f"{path}: every deviation must be an object, got {d!r}")
+            raise DeviationsFileError(f"deviations file {path}: every deviation is an object, got {d!r}")
         name = d.get("id")
         missing = {"id", "clause", "summary", "evidence", "match"} - set(d)
         if missing:
-            raise DeviationFileError(f"{path}: deviation {name}: lacks {sorted(missing)}")
+            raise DeviationsFileError(f"{path}: deviation {name}: lacks {sorted(missing)}")
         if name in seen:
-            raise DeviationFileError(f"{path}: deviation id {name} appears twice")
+            raise DeviationsFileError(f"{path}: deviation id {name!r} is declared twice")
         seen.add(name)
         m = d["match"]
         if not isinstance(m, dict):
-            raise DeviationFileError(f"{path}: deviation {name}: 'match' must be an object")
+            raise DeviationsFileError(f"{path}: deviation {name}: 'match' must be an object")
         unknown = set(m) - MATCH_KEYS
         lists = [k for k, v in m.items() if k not in ("outcome", "reason_contains") and not isinstance(v, list)]
         if unknown or lists:  # a typo or a string would silently widen the match
-            raise DeviationFileError(f"{path}: deviation {name}: unknown match keys {sorted(unknown)}, "
+            raise DeviationsFileError(f"{path}: deviation {name}: unknown match keys {sorted(unknown)}, "
                                      f"or values that are not lists {lists}")
         if m.get("outcome", "fail") not in OUTCOMES:
-            raise DeviationFileError(f"{path}: deviation {name}: outcome must be one of {OUTCOMES}")
+            raise DeviationsFileError(f"{path}: deviation {name}: outcome must be one of {OUTCOMES}")
         bad = [v for v in m.get("divergence", []) if v not in DIVERGENCES]
         if bad:
-            raise DeviationFileError(f"{path}: deviation {name}: divergence {bad} not among {DIVERGENCES}")
+            raise DeviationsFileError(f"{path}: deviation {name}: divergence {bad} not among {DIVERGENCES}")
         kind = entry_kind(m)
         absent = [k for k in REQUIRED[kind] if k not in m]
         if absent:
-            raise DeviationFileError(f"{path}: deviation {name}: a {kind} entry must give {list(REQUIRED[kind])} "
+            raise DeviationsFileError(f"{path}: deviation {name}: a {kind} entry must give {list(REQUIRED[kind])} "
                                      f"(a signature, not a clause alone); missing {absent}")
         if kind == "gap" and not set(m) & {"error_clause", "requires_any", "requires_all", "flags_any",
                                              "flags_all", "reason_contains"}:
-            raise DeviationFileError(f"{path}: deviation {name}: a declared gap must say which cases it covers "
+            raise DeviationsFileError(f"{path}: deviation {name}: a declared gap must say which cases it covers "
                                      f"(error_clause, requires_*, flags_* or reason_contains)")
     return data["deviations"]
 
 
-def file_identity(path: Path | None) -> dict | None:
-    """Which deviations file a report used: its path and SHA-256."""
-    if path is None:
+def file_identity(path: Path | None, root: Path | None = None) -> dict | None:
+    """Which deviations file a report used: its path (relative to ``root`` when inside it) and SHA-256."""
+    if path is None or not Path(path).exists():
         return None
-    return {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+    shown = Path(path)
+    if root is not None and shown.resolve().is_relative_to(root.resolve()):
+        shown = shown.resolve().relative_to(root.resolve())
+    return {"path": str(shown), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
 
 
 def points(record: dict) -> list[dict]:
@@ -147,6 +156,18 @@ def signature(record: dict, point: dict) -> dict:
     return {"kind": record["kind"], "clause": point.get("clause"), "tensor": point.get("tensor"),
             "factored": point.get("factored"), "divergence": point.get("divergence"), "dtype": record.get("dtype"),
             "variant": record["variant"], "layout": point.get("layout") or record.get("layout")}
+
+
+def signature_key(record: dict, point: dict) -> tuple:
+    """A point's signature with the case's flags, hashable: what Hypothesis exploration tells apart
+    (each distinct key is shrunk and reported once; keeping the flags keeps a shrink in its regime)."""
+    return tuple(sorted(signature(record, point).items(), key=lambda kv: kv[0])) + (
+        ("flags", tuple(sorted(record.get("flags", ())))),)
+
+
+def unexplained(deviations: list[dict], record: dict) -> list[dict]:
+    """The failure points of a record that no deviation explains."""
+    return [point for point in points(record) if not any(matches(d, record, point) for d in deviations)]
 
 
 def _static(m: dict, record: dict) -> bool:

@@ -29,6 +29,9 @@ class Target:
         if reply[0] != "ok":
             raise TargetFailure(f"describe() failed: {reply}")
         self.info = reply[1]
+        problems = self.info.problems() if hasattr(self.info, "problems") else ["describe() must return a TargetInfo"]
+        if problems:
+            raise TargetFailure("describe() returned an invalid TargetInfo: " + "; ".join(problems))
 
     def state_dtype(self, dtype: str) -> str:
         return self.info.state_dtype.get(dtype, dtype)
@@ -44,7 +47,7 @@ def new_record(case, variant: str, outcome: str, reason: str = "", **extra) -> d
     return record
 
 
-def _applicable(target: Target, case) -> str:
+def _applicable(target: Target, case, variant: str) -> str:
     info = target.info
     if case.kind == "trajectory" and case.kwargs is not None and case.profile != info.api:
         return f"the target's constructor follows the {info.api} API, the case is {case.profile}"
@@ -52,14 +55,16 @@ def _applicable(target: Target, case) -> str:
         return f"the target implements the {info.profile} profile, the case is {case.profile}"
     if case.kind == "error" and case.profile != info.api:
         return f"the target's constructor follows the {info.api} API, the case is {case.profile}"
-    if getattr(case, "dtype", None) and case.dtype not in info.dtypes:
-        return f"dtype {case.dtype} is not supported by the target"
-    missing = sorted(case.requires() - set(info.options))
+    if getattr(case, "dtype", None) and case.dtype not in info.dtypes_for(variant):
+        return f"dtype {case.dtype} is not supported by the target" + (
+            "; api vectors are float32 because constructor-made parameters are (adapter protocol)"
+            if getattr(case, "kwargs", None) is not None else "")
+    missing = sorted(case.requires() - set(info.options_for(variant)))
     return f"the target cannot express: {', '.join(missing)}" if missing else ""
 
 
 def run_case(target: Target, case, variant: str) -> dict:
-    why = _applicable(target, case)
+    why = _applicable(target, case, variant)
     if why:  # outside what the target declares: not run, and not a gap in its evidence
         return new_record(case, variant, NOT_APPLICABLE, why, na_source="declaration")
     started = time.perf_counter()

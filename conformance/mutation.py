@@ -11,6 +11,9 @@
    reference (``reference``, ``reference-paper``) and the real correct ports (``came-pytorch``,
    ``pytorch-optimizer``) run the same suite without stopping; each must pass except for its
    declared deviations.  A control whose adapter is not present is reported as skipped.
+3. External mutants: ``--targets module:factory_a,module:factory_b`` (or a module whose ``TARGETS``
+   lists such strings) replaces the catalogue with a vendor's own broken ports, judged and
+   tabled the same way; ``--controls`` names the correct targets that must pass beside them.
 
 Writes ``OUT/mutation.json`` and ``OUT/mutation.md`` (and every run's own reports under
 ``OUT/runs/``); exits 1 if any mutant survives or any control fails.  A survivor must be killed by
@@ -19,6 +22,7 @@ a new check or shown equivalent in docs/mutation.md.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import shutil
@@ -90,24 +94,41 @@ def _killer(record: dict) -> dict:
 
 def run_mutant(name: str, out: Path, seed: int, sources: tuple[str, ...], examples: int,
                shrink_calls: int) -> dict:
-    """One mutant under the whole suite, stopping at the first unexplained failure."""
+    """One mutant of the catalogue under the whole suite, stopping at the first unexplained failure."""
     from came_conformance.mutants.catalogue import lookup
 
     mutant = lookup(name)
-    cfg = runner.Settings(seed=seed, examples=examples, sources=sources, stop_on_failure=True,
-                          shrink_calls=shrink_calls)
-    run_dir = out / "runs" / f"mutant-{name}"
     entry = {"name": name, "family": mutant.family, "description": mutant.description,
              "switches": sorted(mutant.switches), "profile": mutant.profile, "clauses": list(mutant.clauses)}
+    return _kill(entry, f"mutant:{name}", out / "runs" / f"mutant-{name}", seed, sources, examples, shrink_calls)
+
+
+def run_external_mutant(target: str, out: Path, seed: int, sources: tuple[str, ...], examples: int,
+                        shrink_calls: int) -> dict:
+    """A mutant that lives outside the suite (``module:factory``), judged exactly like the catalogue's."""
+    entry = {"name": target, "family": "external", "description": f"external target {target}", "switches": [],
+             "profile": None, "clauses": []}
+    return _kill(entry, target, out / "runs" / f"external-{target.replace(':', '-')}", seed, sources, examples,
+                 shrink_calls)
+
+
+def _kill(entry: dict, target: str, run_dir: Path, seed: int, sources: tuple[str, ...], examples: int,
+          shrink_calls: int) -> dict:
+    cfg = runner.Settings(seed=seed, examples=examples, sources=sources, stop_on_failure=True,
+                          shrink_calls=shrink_calls)
     started = time.perf_counter()
     try:
-        result = runner.run(f"mutant:{name}", run_dir, cfg, progress=lambda message: None)
+        result = runner.run(target, run_dir, cfg, progress=lambda message: None)
     except Exception:  # noqa: BLE001 - the suite itself crashed on this mutant: a suite bug, reported
         entry.update(status="crashed", seconds=round(time.perf_counter() - started, 2), cases=None,
                      killer=None, traceback=traceback.format_exc(limit=-6))
         return entry
     seconds = time.perf_counter() - started
     report.write_all(result, run_dir)
+    if entry["profile"] is None and result["info"]:
+        entry["profile"] = result["info"]["profile"]
+    entry["run_target"] = target
+    entry["variants"] = list((result["info"] or {}).get("variants") or ["default"])
     n, record = _first_unexplained(result["records"])
     entry.update(seconds=round(seconds, 2), cases=len(result["records"]))
     if record is None:
@@ -120,15 +141,33 @@ def run_mutant(name: str, out: Path, seed: int, sources: tuple[str, ...], exampl
     return entry
 
 
-def run_stacking(name: str, killer_record: dict | None, out: Path, seed: int, sources: tuple[str, ...],
+def run_stacking(entry: dict, killer_record: dict | None, out: Path, seed: int, sources: tuple[str, ...],
                  examples: int, shrink_calls: int) -> list[dict]:
     """The mutant with each built-in target's deviations stacked on it (conformance/stacking.py)."""
-    from came_conformance.mutants.catalogue import lookup
+    from came_conformance.mutants.catalogue import BY_NAME
 
     cfg = runner.Settings(seed=seed, examples=examples, sources=sources, stop_on_failure=True,
                           shrink_calls=shrink_calls)
     files = {t: deviations_mod.load(p) for t, p in stacking.stackable_files().items()}
-    return stacking.stack(lookup(name), killer_record, files, out, cfg)
+    base = entry["name"].partition("--")[0]
+    same_as = BY_NAME[base].same_as if entry.get("family") != "external" and base in BY_NAME else ()
+    return stacking.stack(entry["run_target"], entry["name"], same_as, killer_record, files, out, cfg,
+                          entry.get("variants") or ["default"])
+
+
+def external_targets(items: list[str]) -> list[str]:
+    """Targets from --targets / --controls: each item is one (``module:factory``, a built-in name,
+    ``mutant:NAME``), or a module whose ``TARGETS`` lists ``"module:factory"`` strings."""
+    out = []
+    for item in (i for value in items for i in value.split(",") if i):
+        if ":" in item or item in BUILTIN:
+            out.append(item)
+            continue
+        listed = getattr(importlib.import_module(item), "TARGETS", None)
+        if not isinstance(listed, (list, tuple)) or not all(isinstance(t, str) and ":" in t for t in listed):
+            raise ValueError(f"module {item}: TARGETS must list 'module:factory' strings, got {listed!r}")
+        out.extend(listed)
+    return out
 
 
 def run_control(target: str, out: Path, seed: int, sources: tuple[str, ...], examples: int) -> dict:
@@ -219,6 +258,10 @@ def main(argv=None) -> int:
                         help="skip stacking each built-in target's deviations file on every mutant")
     parser.add_argument("--sources", help="comma-separated subset of " + ",".join(FULL_SOURCES)
                         + " (default: all, or the Hypothesis ones when the golden fixtures are missing)")
+    parser.add_argument("--targets", action="append", help="mutants outside the suite instead of the catalogue: "
+                        "module:factory (comma-separated, repeatable) or a module whose TARGETS lists them")
+    parser.add_argument("--controls", action="append", help="with --targets: correct targets that must pass "
+                        "(module:factory or built-in names, same form); default none")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
@@ -239,11 +282,20 @@ def main(argv=None) -> int:
     unknown = only - set(mutants) - {c.split(":", 1)[-1] for c in controls} - set(controls)
     if unknown:
         parser.error(f"unknown mutants or controls: {sorted(unknown)}")
+    external: list[str] = []
+    if args.targets:
+        try:
+            external = external_targets(args.targets)
+            controls = external_targets(args.controls or [])
+        except (ImportError, ValueError) as exc:
+            parser.error(f"--targets/--controls: {exc}")
+        mutants = []
 
     started = time.perf_counter()
-    print(f"mutation run: {len(mutants)} mutants, {len(controls)} controls, sources {','.join(sources)}"
+    print(f"mutation run: {len(mutants) + len(external)} mutants, {len(controls)} controls, sources {','.join(sources)}"
           + (f" ({note})" if note else ""), file=sys.stderr, flush=True)
     calls = [(run_mutant, (n, out, args.seed, sources, args.examples, args.shrink_calls)) for n in mutants]
+    calls += [(run_external_mutant, (t, out, args.seed, sources, args.examples, args.shrink_calls)) for t in external]
     calls += [(run_control, (c, out, args.seed, sources, args.examples)) for c in controls]
     results = _parallel(_call, args.jobs, calls)
     for r in results:
@@ -254,8 +306,9 @@ def main(argv=None) -> int:
     mutant_results = [r for r in results if "name" in r]
     control_results = [r for r in results if "target" in r]
     stacked = [] if args.no_stacking else [row for rows in _parallel(_call, args.jobs, [
-        (run_stacking, (m["name"], m.pop("killer_record", None), out, args.seed, sources, args.examples,
-                        args.shrink_calls)) for m in mutant_results]) for row in rows]
+        (run_stacking, ({k: m.get(k) for k in ("name", "family", "run_target", "variants")},
+                        m.pop("killer_record", None), out, args.seed, sources, args.examples, args.shrink_calls))
+        for m in mutant_results if m.get("run_target")]) for row in rows]
     for m in mutant_results:
         m.pop("killer_record", None)
     stacked_survivors = sorted({f"{r['mutant']} + {r['file']}" for r in stacked if r["status"] == "survived"})

@@ -47,6 +47,34 @@ class TargetInfo:
     # State tensors the target keeps at a dtype other than the parameter's, by dtype; "float32"
     # means "float32 whatever the parameter dtype" (e.g. upcast state for half parameters).
     state_dtype: dict[str, str] = field(default_factory=dict)
+    # Per execution variant, where it differs from the target-wide declaration: that variant's
+    # options and dtypes (e.g. variant_dtypes={"compiled": ("float32",)}); a variant named in
+    # neither has ``options`` and ``dtypes``.
+    variant_options: dict[str, frozenset[str]] = field(default_factory=dict)
+    variant_dtypes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def options_for(self, variant: str) -> frozenset[str]:
+        return frozenset(self.variant_options.get(variant, self.options))
+
+    def dtypes_for(self, variant: str) -> tuple[str, ...]:
+        return tuple(self.variant_dtypes.get(variant, self.dtypes))
+
+    def problems(self) -> list[str]:
+        """What is wrong with this declaration (the runner refuses a target with any)."""
+        from came_conformance.reference.dtypes import DTYPES
+
+        out = [f"variants: {v!r} in {name} is not one of variants {list(self.variants)}"
+               for name in ("variant_options", "variant_dtypes") for v in getattr(self, name) if v not in self.variants]
+        for where, options in [("options", self.options), *((f"variant_options[{v!r}]", o)
+                                                            for v, o in self.variant_options.items())]:
+            out += [f"{where}: unknown option {o!r} (conformance.protocol.OPTIONS)" for o in sorted(set(options) - set(OPTIONS))]
+        for where, dtypes in [("dtypes", self.dtypes), *((f"variant_dtypes[{v!r}]", d)
+                                                          for v, d in self.variant_dtypes.items())]:
+            if isinstance(dtypes, str) or not dtypes:
+                out.append(f"{where}: a non-empty tuple of dtypes, got {dtypes!r}")
+            else:
+                out += [f"{where}: unknown dtype {d!r} (one of {list(DTYPES)})" for d in dtypes if d not in DTYPES]
+        return out
 
 
 @dataclass

@@ -97,6 +97,7 @@ def write_all(run: dict, out: Path) -> dict:
                        "status": run.get("deviation_status") or {}},
         "coverage": verdict_mod.coverage(run["records"]),
         "records": [{k: v for k, v in r.items() if k != "case"} for r in run["records"]],
+        "warnings": run.get("warnings", []),
     }
     _atomic_write(out / "report.json", dumps(document, indent=1))
     _atomic_write(out / "summary.md", markdown(document, run["records"]))
@@ -172,6 +173,8 @@ def markdown(doc: dict, records: list[dict] | None = None) -> str:
               + (f"; partial run: {'; '.join(v['partial'])}" if v["partial"] else "") + ".", "",
               "| outcome | cases |", "|---|---|"]
     lines += [f"| {o.replace('_', ' ')} | {n} |" for o, n in v["counts"].items()]
+    for warning in doc.get("warnings", []):
+        lines += ["", f"**Warning:** {warning}"]
     by_variant: dict[str, Counter] = {}
     for r in records:
         by_variant.setdefault(r["variant"], Counter())[r["outcome"]] += 1

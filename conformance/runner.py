@@ -21,7 +21,7 @@ from came_conformance import execute, strategies
 from came_conformance.arguments import param_values
 from came_conformance.cases import ErrorCase, TrajectoryCase, content_id, load_case_file, to_json
 from came_conformance.report import dumps
-from came_conformance.targets import resolve
+from came_conformance.targets import TARGETS_DIR, resolve
 from came_conformance.worker import TargetProcess
 from came_conformance.reference import contract
 from came_conformance.reference.dtypes import round_to
@@ -35,10 +35,12 @@ class Settings:
     error_examples: int = 3  # Hypothesis examples per (error clause, argument)
     timeout: float = 120.0  # per request to the target, seconds
     shrink_calls: int = 40  # target runs Hypothesis may spend shrinking one failure (a count: reproducible)
+    signatures: int = 6  # distinct failure signatures one Hypothesis property reports before it stops drawing
     variants: tuple[str, ...] | None = None
     case_file: str | None = None
     sources: tuple[str, ...] = ("fixtures", "errors", "hypothesis", "hypothesis-errors", "resume")
     stop_on_failure: bool = False  # mutation runs: the first unexplained failure ends the run
+    deviations: str | None = None  # a deviations file for any target (--deviations; else CAME_DEVIATIONS)
 
     def is_full_run(self) -> bool:
         return self.case_file is None and self.variants is None and set(self.sources) == set(Settings.sources)
@@ -78,16 +80,11 @@ def _run(target, case, variant) -> dict:
     return record
 
 
-def fixture_cases(profile: str, api: str, dtypes: tuple[str, ...]):
-    """The golden vectors of ``profile`` (trajectories) and of ``api`` (api and error vectors).
-
-    Float64 trajectories run at float32 on a target without float64.
-    """
-    from came_conformance.fixtures.cases import load_cases  # numpy-side loader of the golden vectors
-
-    cases = load_cases(profile, api)
+def for_dtypes(cases: dict, dtypes: tuple[str, ...]) -> dict:
+    """``cases`` for a variant of these dtypes: without float64, float64 trajectories run at float32."""
     if "float64" not in dtypes and "float32" in dtypes:
-        cases["trajectory"] = [at_dtype(c, "float32") if c.dtype == "float64" else c for c in cases["trajectory"]]
+        return {**cases, "trajectory": [at_dtype(c, "float32") if c.dtype == "float64" else c
+                                        for c in cases["trajectory"]]}
     return cases
 
 
@@ -106,44 +103,85 @@ VALID_KWARGS = {
 
 
 def _property(strategy, make_case, target, variant, sink, cfg, max_examples):
-    """Run one Hypothesis property: record the generated cases; shrink an unexplained failure.
+    """Run one Hypothesis property past its first failure: each failure signature once, shrunk.
 
-    While shrinking, every failing candidate Hypothesis tries is smaller than the best so far,
-    so the last failure seen is the shrunk example; it is recorded once, with the seed.  After
-    ``shrink_calls`` runs candidates stop failing, which ends shrinking early on slow targets;
-    a count, unlike a time budget, gives the same example on every run with the same seed.
+    A signature (``deviations.signature_key``) is where a failure point is: clause, tensor, factored or
+    not, dtype, variant, flags.  The property is explored in rounds with the same seed.  A round
+    draws until a case fails with a signature not yet reported, shrinks it towards a smaller case
+    with that same signature (within ``shrink_calls`` target runs; a count, unlike a time budget,
+    gives the same example on every run with the same seed) and records the shrunk case.  The next
+    round draws the same cases again (answered from a cache, the target does not run them twice),
+    now passing over the signatures already reported, and goes on further.  Exploration ends when
+    a round draws ``max_examples`` cases without a new signature, or after ``cfg.signatures``
+    signatures.  Every drawn case is recorded once: passes, explained failures and failures whose
+    signatures were all reported already (``hypothesis.shrunk`` false); cases tried while shrinking
+    are not.
     """
-    state = {"shrink_runs": None, "last_failure": None}
+    seen: set = set()
+    ran: dict[str, dict] = {}  # case id -> record: what the target already answered
+    recorded: set[str] = set()
+    while len(seen) < max(cfg.signatures, 1):
+        best, budget_spent = _explore_round(strategy, make_case, target, variant, sink, cfg, max_examples, seen, ran,
+                                            recorded)
+        if best is None:
+            return
+        seen.update(_new_signatures(sink, best, set()))
+        best["hypothesis"] = {"seed": cfg.seed, "shrunk": True, "shrink_budget_spent": budget_spent}
+        recorded.add(best["id"])
+        sink.add(best)
+
+
+def _new_signatures(sink, record: dict, seen: set) -> list:
+    """Signatures of the record's unexplained failure points that are not in ``seen``, in point order."""
+    if record["outcome"] not in ("fail", "error"):
+        return []
+    found = [deviations_mod.signature_key(record, point) for point in deviations_mod.unexplained(sink.deviations, record)]
+    return [sig for k, sig in enumerate(found) if sig not in seen and sig not in found[:k]]
+
+
+def _explore_round(strategy, make_case, target, variant, sink, cfg, max_examples, seen, ran, recorded):
+    """One round of ``_property``: the shrunk case of the first new signature (or None), and whether
+    shrinking spent its budget."""
+    state = {"shrink_runs": None, "signature": None, "best": None}
+
+    def outcome_of(case):
+        if case.id not in ran:
+            ran[case.id] = _run(target, case, variant)
+        return ran[case.id]
 
     @settings(max_examples=max_examples, database=None, deadline=None, derandomize=False,
-              suppress_health_check=list(HealthCheck), phases=(Phase.generate, Phase.shrink), print_blob=False)
+              suppress_health_check=list(HealthCheck), phases=(Phase.generate, Phase.shrink), print_blob=False,
+              report_multiple_bugs=False)
     @hypothesis_seed(cfg.seed)
     @given(drawn=strategy)
     def prop(drawn):
-        if state["shrink_runs"] is not None:
+        case = make_case(drawn)
+        if state["signature"] is None:  # drawing
+            record = outcome_of(case)
+            new = _new_signatures(sink, record, seen)
+            if new:
+                state.update(signature=new[0], shrink_runs=0)
+            elif case.id not in recorded:
+                recorded.add(case.id)
+                if record["outcome"] in ("fail", "error") and not sink.explained(record):
+                    record["hypothesis"] = {"seed": cfg.seed, "shrunk": False}  # its signatures are reported already
+                sink.add(record)
+        elif case.id not in ran:  # shrinking: only cases the target already ran are free
             if state["shrink_runs"] >= cfg.shrink_calls:
                 return  # the budget is spent: this candidate counts as passing, shrinking stops
             state["shrink_runs"] += 1
-        record = _run(target, make_case(drawn), variant)
-        failed = record["outcome"] in ("fail", "error") and not sink.explained(record)
-        if state["shrink_runs"] is None and not failed:
-            sink.add(record)
-            return
-        if failed:
-            state["shrink_runs"] = state["shrink_runs"] or 0
-            state["last_failure"] = record
-            raise AssertionError(record["reason"])
+        if state["signature"] is not None and state["signature"] in _new_signatures(sink, outcome_of(case), seen):
+            state["best"] = outcome_of(case)
+            raise AssertionError(state["best"]["reason"])  # one line: Hypothesis sees one failure throughout
 
     try:
         prop()
     except Exception:  # noqa: BLE001 - AssertionError, or Hypothesis's flaky/group errors when a budget ended
-        if state["last_failure"] is None:
+        if state["best"] is None:
             raise
-    if state["last_failure"] is not None:
-        record = state["last_failure"]
-        record["hypothesis"] = {"seed": cfg.seed, "shrunk": True,
-                                "shrink_budget_spent": state["shrink_runs"] >= cfg.shrink_calls}
-        sink.add(record)
+    if state["best"] is None:
+        return None, False
+    return state["best"], state["shrink_runs"] >= cfg.shrink_calls
 
 
 def _error_property(target, variant, sink, cfg, clause, argument):
@@ -162,7 +200,7 @@ def _error_property(target, variant, sink, cfg, clause, argument):
 
 def _trajectory_property(target, variant, sink, cfg):
     info = target.info
-    strategy = strategies.trajectory_cases(info.profile, info.dtypes, info.options)
+    strategy = strategies.trajectory_cases(info.profile, info.dtypes_for(variant), info.options_for(variant))
     _property(strategy, lambda case: case, target, variant, sink, cfg, cfg.examples)
 
 
@@ -275,9 +313,10 @@ class _Refused(Exception):
     """A target request that did not answer "ok"."""
 
 
-def tier0_case(info) -> TrajectoryCase:
+def tier0_case(info, variant: str | None = None) -> TrajectoryCase:
     """The plainest case of the target's profile: defaults, one matrix and one vector, three steps."""
-    dtype = "float32" if "float32" in info.dtypes else info.dtypes[0]
+    dtypes = info.dtypes_for(variant) if variant else info.dtypes
+    dtype = "float32" if "float32" in dtypes else dtypes[0]
     shapes = [(3, 4), (4,)]
     params = [round_to(dtype, param_values(s)) for s in shapes]
     grads = [[round_to(dtype, (param_values(s) + k) / 8.0) for s in shapes] for k in range(1, 4)]
@@ -285,88 +324,175 @@ def tier0_case(info) -> TrajectoryCase:
                           flags=("Tier0",), clauses=("CAME-HP-1",), source="tier 0")
 
 
-def _run_variant(target, variant, variants, fixtures, cfg, sink, progress) -> None:
-    """Every source for one execution variant.
+@dataclass
+class Unit:
+    """One step of a run: ``run(sink)`` adds its records.  The pytest plugin makes each a test item.
 
-    Tier 0 first: a variant that cannot take one step of the plainest case (it raises, or dies)
-    blocks its numeric cases, which would only repeat that failure; its error cases still run.
+    ``numeric`` units (fixture trajectories, Hypothesis trajectories, resume checks) do not run
+    when their variant's tier 0 failed; ``announce`` is the progress line printed before it.
     """
-    info = target.info
-    tier0 = _run(target, tier0_case(info), variant)
-    blocked = tier0["outcome"] == execute.ERROR or "raised" in (tier0.get("first_divergence") or {})
-    sink.add(tier0)
-    if blocked:
-        sink.add({"id": f"blocked-{variant}", "kind": "blocked", "variant": variant, "source": "tier 0", "flags": [],
-                  "clauses": ["CAME-HP-1"], "dtype": None, "outcome": "blocked",
-                  "reason": f"tier 0 failed ({tier0['reason'][:300]}); fixture and Hypothesis trajectories and "
-                            f"resume checks of this variant were not run"})
-    elif "fixtures" in cfg.sources:
-        progress(f"fixtures: {len(fixtures['trajectory'])} trajectories")
-        for case in fixtures["trajectory"]:
-            sink.add(_run(target, case, variant))
-    # Construction is the same Python call in every execution variant: construction-phase
-    # error cases run once, on the first variant; step-phase ones run on every variant.
-    phases = ("construction", "step") if variant == variants[0] else ("step",)
-    if "errors" in cfg.sources:
-        progress(f"error vectors ({', '.join(phases)} phase)")
-        for case in fixtures["error"]:
-            if case.phase in phases:
-                sink.add(_run(target, case, variant))
-        if "construction" in phases:  # the other side of the contract: valid boundary values are accepted
-            for case in strategies.valid_boundary_cases(info.api, VALID_KWARGS[info.api]):
-                sink.add(_run(target, case, variant))
-    if "hypothesis" in cfg.sources and not blocked:
-        progress(f"hypothesis trajectories: {cfg.examples} examples")
-        _trajectory_property(target, variant, sink, cfg)
-    if "hypothesis-errors" in cfg.sources:
-        progress("hypothesis invalid arguments")
-        for clause in contract.clauses_for(info.api):
-            for argument in clause.arguments if clause.phase in phases else ():
-                _error_property(target, variant, sink, cfg, clause, argument)
-    if "resume" in cfg.sources and "save_restore" in info.options and not blocked:
-        resumable = [c for c in fixtures["trajectory"] if c.kwargs is None and c.profile == info.profile
-                     and c.dtype in info.dtypes and not c.requires() - set(info.options)]
-        for case in _one_per_dtype(resumable):
-            sink.add(_resume(target, case, variant))
+
+    variant: str
+    name: str
+    run: object  # (sink) -> None
+    numeric: bool = False
+    announce: str = ""
 
 
-def run(target_name: str, out: Path, cfg: Settings, progress=print, deviations: Path | None = None) -> dict:
-    """One conformance run; ``deviations`` replaces the target's own deviations file."""
+class Plan:
+    """Every unit of a run, in the order they run (README "What the suite checks").
+
+    Per variant: tier 0, the golden trajectories, the error vectors (construction-phase ones on
+    the first variant only: construction is the same Python call in every variant) and valid
+    boundaries, Hypothesis trajectories, Hypothesis invalid arguments, save-and-resume.  A variant
+    that cannot take one step of tier 0 (it raises, or dies) is ``blocked``: its numeric units
+    would only repeat that failure and do not run; its error units still do.
+    """
+
+    def __init__(self, target, variants, fixtures: dict, cfg: Settings):
+        self.target, self.variants, self.cfg = target, tuple(variants), cfg
+        self.blocked: dict[str, bool] = {}
+        self.units: list[Unit] = []
+        for variant in self.variants:
+            self.units += self._variant_units(variant, for_dtypes(fixtures, target.info.dtypes_for(variant)))
+
+    def warnings(self, fixtures: dict) -> list[str]:
+        """What a target's declaration silently costs (printed, and written in the report)."""
+        out = []
+        api = sum(1 for c in fixtures["trajectory"] if c.kwargs is not None)
+        for variant in self.variants:
+            if api and "float32" not in self.target.info.dtypes_for(variant):
+                out.append(f"variant {variant}: none of the {api} api vectors can run: they are float32 "
+                           f"(constructor-made parameters are, adapter protocol) and the target declares "
+                           f"dtypes {list(self.target.info.dtypes_for(variant))}")
+        return out
+
+    def run_unit(self, unit: Unit, sink: Sink) -> bool:
+        """Run one unit; False (nothing run) when its variant is blocked."""
+        if unit.numeric and self.blocked.get(unit.variant):
+            return False
+        unit.run(sink)
+        return True
+
+    def _tier0(self, variant: str, sink: Sink) -> None:
+        tier0 = sink.add(_run(self.target, tier0_case(self.target.info, variant), variant))
+        blocked = tier0["outcome"] == execute.ERROR or "raised" in (tier0.get("first_divergence") or {})
+        self.blocked[variant] = blocked
+        if blocked:
+            sink.add({"id": f"blocked-{variant}", "kind": "blocked", "variant": variant, "source": "tier 0",
+                      "flags": [], "clauses": ["CAME-HP-1"], "dtype": None, "outcome": "blocked",
+                      "reason": f"tier 0 failed ({tier0['reason'][:300]}); fixture and Hypothesis trajectories "
+                                f"and resume checks of this variant were not run"})
+
+    def _variant_units(self, variant: str, fixtures: dict) -> list[Unit]:
+        target, cfg, info = self.target, self.cfg, self.target.info
+        options, dtypes = info.options_for(variant), info.dtypes_for(variant)
+
+        def one(case, resume=False):
+            return lambda sink: sink.add((_resume if resume else _run)(target, case, variant))
+
+        units = [Unit(variant, "tier0", lambda sink: self._tier0(variant, sink))]
+        if "fixtures" in cfg.sources:
+            units += [Unit(variant, f"fixture:{c.id}", one(c), numeric=True,
+                           announce="" if k else f"fixtures: {len(fixtures['trajectory'])} trajectories")
+                      for k, c in enumerate(fixtures["trajectory"])]
+        phases = ("construction", "step") if variant == self.variants[0] else ("step",)
+        if "errors" in cfg.sources:
+            errors = [c for c in fixtures["error"] if c.phase in phases]
+            if "construction" in phases:  # the other side of the contract: valid boundary values are accepted
+                errors += strategies.valid_boundary_cases(info.api, VALID_KWARGS[info.api])
+            units += [Unit(variant, f"error:{c.id}", one(c),
+                           announce="" if k else f"error vectors ({', '.join(phases)} phase)")
+                      for k, c in enumerate(errors)]
+        if "hypothesis" in cfg.sources:
+            units.append(Unit(variant, "hypothesis", lambda sink: _trajectory_property(target, variant, sink, cfg),
+                              numeric=True, announce=f"hypothesis trajectories: {cfg.examples} examples"))
+        if "hypothesis-errors" in cfg.sources:
+            drawn = [(c, a) for c in contract.clauses_for(info.api) if c.phase in phases for a in c.arguments
+                     if strategies.invalid_argument(c.id, a) is not None]
+            units += [Unit(variant, f"hypothesis-error:{c.id}:{a}",
+                           lambda sink, c=c, a=a: _error_property(target, variant, sink, cfg, c, a),
+                           announce="" if k else "hypothesis invalid arguments")
+                      for k, (c, a) in enumerate(drawn)]
+        if "resume" in cfg.sources and "save_restore" in options:
+            resumable = [c for c in fixtures["trajectory"] if c.kwargs is None and c.profile == info.profile
+                         and c.dtype in dtypes and not c.requires() - set(options)]
+            units += [Unit(variant, f"resume:{c.id}", one(c, resume=True), numeric=True)
+                      for c in _one_per_dtype(resumable)]
+        return units
+
+
+def start(target_name: str, out: Path, cfg: Settings):
+    """The run's deviations, sink and target worker (the caller closes ``process``)."""
     strategies.load_project_modules()  # before any draw: the same cases from every entry point
-    spec = resolve(target_name)
-    if deviations is not None:
-        spec = dataclasses.replace(spec, deviations=Path(deviations))
-    declared = deviations_mod.load(spec.deviations)
-    replay = load_case_file(cfg.case_file) if cfg.case_file else None  # before anything is written
+    spec = resolve(target_name, cfg.deviations)
+    declared = deviations_mod.load(spec.deviations, must_exist=spec.deviations_named)
     sink = Sink(out, declared, cfg.stop_on_failure)
     process = TargetProcess(spec.factory, spec.python, cfg.timeout, out / "target-stderr.log", dict(spec.env))
-    started, info, stopped = time.time(), None, None
-    try:
-        target = execute.Target(spec.name, process)
-        info = target.info
-        variants = cfg.variants or info.variants
-        if set(variants) - set(info.variants):
-            raise SystemExit(f"--variant: {sorted(set(variants) - set(info.variants))} not among the target's "
-                             f"variants {list(info.variants)}")
-        if replay is not None:
-            for variant in variants:
-                sink.add(_run(target, replay, variant))
-        else:
-            fixtures = fixture_cases(info.profile, info.api, info.dtypes) \
-                if {"fixtures", "errors", "resume"} & set(cfg.sources) else {"trajectory": [], "error": []}
-            for variant in variants:
-                _run_variant(target, variant, variants, fixtures, cfg, sink,
-                             lambda m, v=variant: progress(f"[{spec.name}/{v}] {m}"))
-    except StopRun as stop:
-        stopped = f"stopped at the first unexplained failure ({stop.args[0]})"
-    except execute.TargetFailure as exc:  # the target could not even describe itself
-        sink.stop_on_failure = False
-        sink.add({"id": "load", "kind": "load", "variant": "-", "source": "", "flags": [], "clauses": [],
-                  "dtype": None, "outcome": execute.ERROR, "reason": str(exc), "failures": [execute.crash_point(0)]})
-    finally:
-        process.close()
+    return spec, declared, sink, process
+
+
+def load_fixtures(info, cfg: Settings) -> dict:
+    """The golden vectors a run uses: trajectories (the fixtures source, and resume's starting
+    points) and the error vectors (the errors source)."""
+    from came_conformance.fixtures.cases import load_cases  # numpy-side loader of the golden vectors
+
+    if not {"fixtures", "errors", "resume"} & set(cfg.sources):
+        return {"trajectory": [], "error": []}
+    return load_cases(info.profile, info.api)
+
+
+def check_variants(info, cfg: Settings) -> tuple[str, ...]:
+    variants = cfg.variants or info.variants
+    if set(variants) - set(info.variants):
+        raise SystemExit(f"--variant: {sorted(set(variants) - set(info.variants))} not among the target's "
+                         f"variants {list(info.variants)}")
+    return tuple(variants)
+
+
+def finish(spec, cfg: Settings, declared: list[dict], sink: Sink, info, started: float, warnings: list[str],
+           stopped: str | None = None) -> dict:
+    """The run's result from its records; ``stopped`` says why it ended before its last unit."""
     status = deviations_mod.apply(declared, sink.records)
     return {"target": spec.name, "info": dict(info.__dict__) if info else None, "settings": cfg.to_json(),
             "started": started, "seconds": round(time.time() - started, 2), "records": sink.records,
             "deviation_status": status, "declared_deviations": declared,
-            "deviations_file": deviations_mod.file_identity(spec.deviations), "stopped": stopped}
+            "deviations_file": deviations_mod.file_identity(spec.deviations, TARGETS_DIR.parent),
+            "warnings": warnings, "stopped": stopped}
+
+
+def load_failure(sink: Sink, exc: Exception) -> None:
+    """The target could not even describe itself: one ``load`` error record."""
+    sink.stop_on_failure = False
+    sink.add({"id": "load", "kind": "load", "variant": "-", "source": "", "flags": [], "clauses": [],
+              "dtype": None, "outcome": execute.ERROR, "reason": str(exc), "failures": [execute.crash_point(0)]})
+
+
+def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
+    replay = load_case_file(cfg.case_file) if cfg.case_file else None  # before anything is written
+    spec, declared, sink, process = start(target_name, out, cfg)
+    started, info, warnings, stopped = time.time(), None, [], None
+    try:
+        target = execute.Target(spec.name, process)
+        info = target.info
+        variants = check_variants(info, cfg)
+        if replay is not None:
+            for variant in variants:
+                sink.add(_run(target, replay, variant))
+        else:
+            fixtures = load_fixtures(info, cfg)
+            plan = Plan(target, variants, fixtures, cfg)
+            warnings = plan.warnings(fixtures)
+            for warning in warnings:
+                progress(f"[{spec.name}] warning: {warning}")
+            for unit in plan.units:
+                if unit.announce and not (unit.numeric and plan.blocked.get(unit.variant)):
+                    progress(f"[{spec.name}/{unit.variant}] {unit.announce}")
+                plan.run_unit(unit, sink)
+    except StopRun as stop:
+        stopped = f"stopped at the first unexplained failure ({stop.args[0]})"
+    except execute.TargetFailure as exc:  # the target could not even describe itself
+        load_failure(sink, exc)
+    finally:
+        process.close()
+    return finish(spec, cfg, declared, sink, info, started, warnings, stopped)

@@ -14,6 +14,7 @@ is the very bug the entry declares (``Mutant.same_as``), and then only that entr
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -43,13 +44,17 @@ def adapt(entries: list[dict], variants: list[str]) -> list[dict]:
     return out
 
 
-def stack(mutant, killer: dict | None, entries_by_target: dict[str, list[dict]], out: Path, cfg: runner.Settings,
-          variants=("default",)) -> list[dict]:
-    """One row per stacked file: still killed (same record, or another after a re-run) or absorbed."""
+def stack(target_name: str, label: str, same_as: tuple[str, ...], killer: dict | None,
+          entries_by_target: dict[str, list[dict]], out: Path, cfg: runner.Settings, variants=("default",)) -> list[dict]:
+    """One row per stacked file: still killed (same record, or another after a re-run) or absorbed.
+
+    ``target_name`` is the mutant as a target, ``label`` its name in the table, ``same_as`` the ids
+    of the declared deviations that describe exactly its bug (catalogue ``Mutant.same_as``).
+    """
     rows = []
     for target, entries in entries_by_target.items():
         stacked = adapt(entries, list(variants))
-        row = {"mutant": mutant.name, "file": target}
+        row = {"mutant": label, "file": target}
         if killer is None:
             rows.append({**row, "status": "not killed alone"})
             continue
@@ -57,16 +62,17 @@ def stack(mutant, killer: dict | None, entries_by_target: dict[str, list[dict]],
         if explained is None:
             rows.append({**row, "status": "killed", "by": killer["id"], "rerun": False})
             continue
-        path = out / "stacked" / f"{target}.json"
+        run_dir = out / "stacked" / f"{label.replace(':', '-')}--{target}"
+        path = out / "stacked" / f"{label.replace(':', '-')}--{target}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"deviations": stacked}))
-        result = runner.run(f"mutant:{mutant.name}", out / "stacked" / f"{mutant.name}--{target}", cfg,
-                            progress=lambda m: None, deviations=path)
+        result = runner.run(target_name, run_dir, dataclasses.replace(cfg, deviations=str(path)),
+                            progress=lambda m: None)
         record = next((r for r in result["records"] if r["outcome"] in ("fail", "error")), None)
         absorbed_by = sorted({i for r in result["records"] for i in (r.get("deviations") or ())})
         if record is not None:
             rows.append({**row, "status": "killed", "by": record["id"], "rerun": True})
-        elif absorbed_by and set(absorbed_by) <= set(mutant.same_as):
+        elif absorbed_by and set(absorbed_by) <= set(same_as):
             rows.append({**row, "status": "absorbed as declared", "by": ", ".join(absorbed_by), "rerun": True})
         else:
             rows.append({**row, "status": "survived", "by": ", ".join(absorbed_by), "rerun": True})

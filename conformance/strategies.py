@@ -25,8 +25,10 @@ from came_conformance.reference.hyperparams import Group, Hyperparameters, Learn
 MAX_SIZE = int(os.environ.get("CAME_MAX_ARRAY_SIZE", "64"))
 
 #: The project's modules, all of them: see ``load_project_modules``.  The adapters package is
-#: left out: its modules run in the target's worker, never in the runner.
-PROJECT_PACKAGES = ("came_conformance.reference", "came_conformance.fixtures", "came_conformance", "came_conformance.mutants")
+#: left out: its modules run in the target's worker, never in the runner.  Names of the one
+#: namespace, so an installed wheel (which has no top-level ``reference``) loads the same modules.
+PROJECT_PACKAGES = ("came_conformance.reference", "came_conformance.fixtures", "came_conformance",
+                    "came_conformance.mutants")
 
 
 def load_project_modules() -> None:

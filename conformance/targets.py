@@ -3,16 +3,24 @@
 ``TARGET`` is a built-in name (the table below), ``mutant:NAME`` (conformance.mutants), or any
 ``package.module:factory``; the python that runs the worker is the built-in's environment,
 or ``CAME_TARGET_PYTHON`` for a vendor's module (default: this interpreter).
+
+Deviations (conformance/deviations.py): a file named with ``--deviations`` or, failing that, in
+``CAME_DEVIATIONS`` applies to any target; otherwise a built-in target has its own
+``targets/<name>/deviations.json`` and other targets have none.
 """
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VENVS = REPO / ".venvs"
+#: The built-in targets' deviations and notes: <repository>/targets in a checkout; installed from a
+#: wheel they are package data, came_conformance/builtin_targets (pyproject.toml).
+TARGETS_DIR = next((d for d in (Path(__file__).resolve().with_name("builtin_targets"), REPO / "targets")
+                    if d.is_dir()), REPO / "targets")
 
 
 @dataclass(frozen=True)
@@ -21,7 +29,8 @@ class TargetSpec:
     factory: str  # module:callable
     python: str
     env: tuple[tuple[str, str], ...] = ()
-    deviations: Path | None = None  # targets/<name>/deviations.json
+    deviations: Path | None = None  # the deviations file in force (module docstring)
+    deviations_named: bool = False  # named by --deviations or CAME_DEVIATIONS: it must exist
 
 
 def _venv_python(name: str) -> str:
@@ -38,11 +47,20 @@ BUILTIN = {
 }
 
 
-def resolve(target: str) -> TargetSpec:
+def resolve(target: str, deviations: str | None = None) -> TargetSpec:
+    """The target's factory, worker python and deviations file (``deviations`` is --deviations)."""
+    spec = _resolve(target)
+    named = deviations or os.environ.get("CAME_DEVIATIONS") or None
+    if named:
+        return replace(spec, deviations=Path(named), deviations_named=True)
+    return spec
+
+
+def _resolve(target: str) -> TargetSpec:
     if target in BUILTIN:
         factory, venv = BUILTIN[target]
         python = _venv_python(venv) if venv else sys.executable
-        deviations = REPO / "targets" / target / "deviations.json"
+        deviations = TARGETS_DIR / target / "deviations.json"
         return TargetSpec(target, factory, python, deviations=deviations if deviations.exists() else None)
     if target.startswith("mutant:"):
         return TargetSpec(target, f"came_conformance.mutants:factory_{target.split(':', 1)[1].replace('-', '_')}",

@@ -110,13 +110,20 @@ def serve(spec: str) -> None:
         _write_frame(channel, reply)
 
 
+def worker_pythonpath() -> str:
+    """The worker's PYTHONPATH: the source checkout when the suite runs from one (a wheel's suite
+    is already on the worker's own python), the caller's current directory, where a vendor's
+    ``module:factory`` usually lives, then the caller's PYTHONPATH."""
+    checkout = [str(REPO)] if (REPO / "conformance").is_dir() and (REPO / "came_conformance").is_dir() else []
+    return os.pathsep.join(p for p in (*checkout, os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
+
+
 class TargetProcess:
     """Client side of one worker; restarts it after a crash or a time-out."""
 
     def __init__(self, spec: str, python: str, timeout: float, log_path: Path, env: dict | None = None):
         self.spec, self.python, self.timeout, self.log_path = spec, python, timeout, log_path
-        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-        self.env = {**os.environ, "PYTHONPATH": path, **(env or {})}
+        self.env = {**os.environ, "PYTHONPATH": worker_pythonpath(), **(env or {})}
         self.proc: subprocess.Popen | None = None
         self._stderr_tail: deque[str] = deque(maxlen=40)
 

@@ -52,11 +52,11 @@ def test_every_failure_point_must_be_explained():
 
 
 def test_a_clause_alone_is_refused_at_load(tmp_path):
-    with pytest.raises(deviations.DeviationFileError, match="signature"):
+    with pytest.raises(deviations.DeviationsFileError, match="signature"):
         deviations.load(_write(tmp_path, {**DEVIATION, "match": {"divergence_clause": ["CAME-STEP-9"]}}))
-    with pytest.raises(deviations.DeviationFileError, match="not lists"):
+    with pytest.raises(deviations.DeviationsFileError, match="not lists"):
         deviations.load(_write(tmp_path, {**DEVIATION, "match": {**SIGNATURE, "dtype": "float64"}}))
-    with pytest.raises(deviations.DeviationFileError, match="twice"):
+    with pytest.raises(deviations.DeviationsFileError, match="declared twice"):
         deviations.load(_write(tmp_path, DEVIATION, DEVIATION))
     assert deviations.load(_write(tmp_path, DEVIATION)) == [DEVIATION]
 

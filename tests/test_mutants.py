@@ -306,3 +306,28 @@ def test_driver_kills_one_mutant_and_passes_the_control(tmp_path):
     (c,) = doc["controls"]
     assert c["target"] == "mutant:none" and c["status"] == "pass"
     assert "Mutation score: 1/1" in (tmp_path / "mutation.md").read_text()
+
+
+def test_external_mutants_get_the_same_table(tmp_path):
+    """``--targets`` takes mutants outside the suite (module:factory, or a module listing them)."""
+    from came_conformance import mutation
+
+    out = tmp_path / "mutants"
+    code = mutation.main(["--targets", "tests.targets.external_mutants", "--controls", "reference",
+                          "--sources", "hypothesis", "--examples", "4", "--jobs", "1", "--out", str(out)])
+    doc = json.loads((out / "mutation.json").read_text())
+    assert code == 0, doc["summary"]
+    assert [m["name"] for m in doc["mutants"]] == ["tests.targets.misbehaving:two_bugs",
+                                                   "tests.targets.misbehaving:crashing"]
+    assert {m["status"] for m in doc["mutants"]} == {"killed"} and doc["summary"]["score"] == 1.0
+    assert [c["target"] for c in doc["controls"]] == ["reference"] and doc["summary"]["controls_ok"]
+    table = (out / "mutation.md").read_text()
+    assert "| `tests.targets.misbehaving:two_bugs` | external | mindformers | killed |" in table
+
+
+def test_external_mutants_module_must_list_targets(tmp_path, capsys):
+    from came_conformance import mutation
+
+    with pytest.raises(SystemExit):
+        mutation.main(["--targets", "tests.targets", "--out", str(tmp_path)])
+    assert "TARGETS must list" in capsys.readouterr().err

@@ -39,9 +39,8 @@ def test_a_declared_gap_keeps_the_baseline_never_the_spec_answer(tmp_path):
     path.write_text(json.dumps({"deviations": [
         {"id": "G-NUMBERS", "clause": "CAME-HP-1", "summary": "declines numeric cases", "evidence": "test",
          "match": {"outcome": "not_applicable", "kind": ["trajectory"], "reason_contains": "prefers not"}}]}))
-    cfg = runner.Settings(**FAST)
-    result = runner.run("tests.targets.evasive:declines_numbers", tmp_path / "out", cfg, progress=lambda m: None,
-                        deviations=path)
+    cfg = runner.Settings(**FAST, deviations=str(path))
+    result = runner.run("tests.targets.evasive:declines_numbers", tmp_path / "out", cfg, progress=lambda m: None)
     v = report.write_all(result, tmp_path / "out")
     assert v["spec"]["answer"] == "INCONCLUSIVE"  # a gap is never conformance
     # declared gaps cover the declined cases; the dtypes with no judged trajectory still cannot be declared away
@@ -130,8 +129,8 @@ def test_no_declared_deviation_reads_as_conforms_anywhere(tmp_path):
          "match": {"kind": ["trajectory"], "variants": ["default"], "dtype": ["float64", "float32"],
                    "divergence_clause": ["CAME-STEP-1"], "divergence_tensor": [None], "factored": [None],
                    "divergence": ["raised"], "requires_any": ["lr_sequence"]}}]}))
-    result = runner.run("mutant:lr-sequence-index-t", tmp_path / "out", runner.Settings(**FAST, sources=("fixtures",)),
-                        progress=lambda m: None, deviations=path)
+    result = runner.run("mutant:lr-sequence-index-t", tmp_path / "out",
+                        runner.Settings(**FAST, sources=("fixtures",), deviations=str(path)), progress=lambda m: None)
     v = report.write_all(result, tmp_path / "out")
     assert v["spec"]["answer"] == "DOES NOT CONFORM" and v["counts"]["expected_deviation"] > 0
     assert v["baseline"]["answer"] == "MATCHES"  # every failure point is one of the two declared signatures
@@ -151,7 +150,7 @@ def test_a_half_precision_deviation_does_not_absorb_a_momentum_bug(tmp_path):
     path = tmp_path / "stacked.json"
     path.write_text(json.dumps({"deviations": entries}))
     result = runner.run("tests.targets.evasive:small_vector_momentum", tmp_path / "out",
-                        runner.Settings(**FAST, sources=("fixtures",)), progress=lambda m: None, deviations=path)
+                        runner.Settings(**FAST, sources=("fixtures",), deviations=str(path)), progress=lambda m: None)
     v = report.write_all(result, tmp_path / "out")
     unexplained = [r for r in result["records"] if r["outcome"] == "fail"]
     assert v["baseline"]["answer"] == "CHANGED"

@@ -13,51 +13,46 @@ import importlib.metadata
 
 import torch
 
-from came_conformance.adapters import _torch_common as common
+from came_conformance.adapters import torch_base
 from came_conformance.protocol import NotApplicable, TargetInfo
 from came_conformance.reference.hyperparams import Hyperparameters
 
 
-class Session(common.TorchSession):
+class Session(torch_base.TorchSession):
     def target_step(self) -> int | None:
         """came-pytorch counts steps per parameter (``state['step']``); all of ours step together."""
         steps = [self.optim.state[p]["step"] for p in self.tensors if "step" in self.optim.state.get(p, {})]
         return int(steps[0]) if steps else 0
 
 
-class CamePytorchAdapter:
+class CamePytorchAdapter(torch_base.TorchAdapter):
+    Session = Session
+
     def describe(self) -> TargetInfo:
         return TargetInfo(
             name="came-pytorch", profile="paper", api="paper",
             versions={"torch": torch.__version__, "came-pytorch": importlib.metadata.version("came-pytorch")},
-            dtypes=("float64", "float32", "float16", "bfloat16"), variants=("default",), options=common.OPTIONS,
-            state_dtype={"float16": "float32", "bfloat16": "float32"})
+            dtypes=("float64", "float32", "float16", "bfloat16"), variants=("default",),
+            options=torch_base.OPTIONS, state_dtype={"float16": "float32", "bfloat16": "float32"})
 
-    def native(self):
-        return common.Hooks()
-
-    def open(self, hp: Hyperparameters, params, dtype, variant) -> Session:
-        """Build ``CAME`` from canonical hyperparameters (CAME-HP-1, CAME-GROUP-1)."""
+    def build(self, groups, hp: Hyperparameters, variant: str):
+        """``CAME`` from canonical hyperparameters (CAME-HP-1, CAME-GROUP-1)."""
         from came_pytorch import CAME
 
         if variant != "default":
             raise NotApplicable(f"variant {variant!r}")
-        common.check_paper(hp)
-        tensors = common.make_tensors(params, dtype)
-        groups, owners = common.param_groups(hp, tensors)
-        optim = CAME(groups, lr=common.initial_lr(hp), eps=(hp.eps1, hp.eps_insta), clip_threshold=hp.clip_threshold,
-                     betas=(hp.beta1, hp.beta2, hp.beta3), weight_decay=hp.weight_decay)
-        return Session(optim, tensors, hp, owners)
+        return CAME(groups, lr=torch_base.initial_lr(hp), eps=(hp.eps1, hp.eps_insta),
+                    clip_threshold=hp.clip_threshold, betas=(hp.beta1, hp.beta2, hp.beta3),
+                    weight_decay=hp.weight_decay)
 
-    def construct(self, kwargs, variant) -> Session:
+    def construct_optimizer(self, kwargs, variant):
         """The documented constructor, called as given: its ``assert``s are its error behaviour.
 
         Judged by the paper rows of the error contract (CAME-ERR-2 … CAME-ERR-23).
         """
         from came_pytorch import CAME
 
-        optim = CAME(**kwargs)
-        return Session(optim, common.constructed_tensors(optim))
+        return CAME(**kwargs)
 
 
 def factory() -> CamePytorchAdapter:

@@ -20,14 +20,14 @@ import importlib.metadata
 
 import torch
 
-from came_conformance.adapters import _torch_common as common
+from came_conformance.adapters import torch_base
 from came_conformance.protocol import NotApplicable, TargetInfo
 from came_conformance.reference.hyperparams import Hyperparameters
 
 VARIANTS = {"foreach": None, "eager": False, "compiled": True}
 
 
-class Session(common.TorchSession):
+class Session(torch_base.TorchSession):
     def target_step(self) -> int | None:
         """pytorch-optimizer counts steps per group (``group['step']``); every group steps every time."""
         return int(self.optim.param_groups[0].get("step", 0))
@@ -50,28 +50,23 @@ def _build(variant: str, **kwargs):
     return optim
 
 
-class PytorchOptimizerAdapter:
+class PytorchOptimizerAdapter(torch_base.TorchAdapter):
+    Session = Session
+
     def describe(self) -> TargetInfo:
         return TargetInfo(
             name="pytorch-optimizer", profile="paper", api="paper",
             versions={"torch": torch.__version__, "pytorch-optimizer": importlib.metadata.version("pytorch-optimizer")},
-            dtypes=("float64", "float32", "float16", "bfloat16"), variants=tuple(VARIANTS), options=common.OPTIONS)
+            dtypes=("float64", "float32", "float16", "bfloat16"), variants=tuple(VARIANTS), options=torch_base.OPTIONS)
 
-    def native(self):
-        return common.Hooks()
+    def build(self, groups, hp: Hyperparameters, variant: str):
+        """``CAME`` from canonical hyperparameters (CAME-HP-1, CAME-GROUP-1, CAME-STEP-11)."""
+        return _build(variant, params=groups, lr=torch_base.initial_lr(hp), betas=(hp.beta1, hp.beta2, hp.beta3),
+                      weight_decay=hp.weight_decay, weight_decouple=True, fixed_decay=False,
+                      clip_threshold=hp.clip_threshold, ams_bound=False, eps1=hp.eps1, eps2=hp.eps_insta,
+                      maximize=False)
 
-    def open(self, hp: Hyperparameters, params, dtype, variant) -> Session:
-        """Build ``CAME`` from canonical hyperparameters (CAME-HP-1, CAME-GROUP-1, CAME-STEP-11)."""
-        common.check_paper(hp)
-        tensors = common.make_tensors(params, dtype)
-        groups, owners = common.param_groups(hp, tensors)
-        optim = _build(variant, params=groups, lr=common.initial_lr(hp), betas=(hp.beta1, hp.beta2, hp.beta3),
-                       weight_decay=hp.weight_decay, weight_decouple=True, fixed_decay=False,
-                       clip_threshold=hp.clip_threshold, ams_bound=False, eps1=hp.eps1, eps2=hp.eps_insta,
-                       maximize=False)
-        return Session(optim, tensors, hp, owners)
-
-    def construct(self, kwargs, variant) -> Session:
+    def construct_optimizer(self, kwargs, variant):
         """The paper API's arguments under this package's names; errors propagate (CAME-ERR-2 … CAME-ERR-23).
 
         An ``eps`` that is not a pair cannot be expressed (the package has no ``eps`` argument), so it is
@@ -83,8 +78,7 @@ class PytorchOptimizerAdapter:
             if not isinstance(eps, (list, tuple)) or len(eps) != 2:
                 raise NotApplicable(f"eps={eps!r}: pytorch-optimizer has eps1 and eps2, no eps; only a pair maps")
             kwargs["eps1"], kwargs["eps2"] = eps
-        optim = _build(variant, **kwargs)
-        return Session(optim, common.constructed_tensors(optim))
+        return _build(variant, **kwargs)
 
 
 def factory() -> PytorchOptimizerAdapter:

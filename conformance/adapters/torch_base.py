@@ -1,10 +1,21 @@
-"""Shared plumbing of the PyTorch adapters (came-pytorch, pytorch-optimizer).
+"""The public base of PyTorch adapters (README "Adapter protocol"; built-ins: came_pytorch, pytorch_optimizer).
 
-Canonical ``Hyperparameters`` become torch parameter groups (CAME-GROUP-1).  The learning rate
-is driven from outside, as torch users do with ``torch.optim.lr_scheduler``: before step t the
-session writes η_t = ``hp.lr_at(t, group)`` into every ``group['lr']`` (CAME-LR-2, CAME-LR-3,
-CAME-LR-4).  State is read back under the spec's names (CAME-STATE-2, CAME-STATE-3) as exact
-float64 copies; ``save``/``restore`` go through ``torch.save`` of ``optimizer.state_dict()``.
+A torch target is a subclass of ``TorchAdapter`` with three methods: ``describe()`` (its
+``TargetInfo``), ``build(groups, hp, variant)`` (the optimizer over torch parameter groups, from
+canonical hyperparameters) and ``construct_optimizer(kwargs, variant)`` (its documented
+constructor, called as given).  ``python -m came_conformance new-adapter --framework torch NAME``
+writes one.  What the base does for it:
+
+- canonical ``Hyperparameters`` become torch parameter groups (CAME-GROUP-1), parameters are
+  made in the case's dtype (``make_tensors``);
+- the learning rate is driven from outside, as torch users do with ``torch.optim.lr_scheduler``:
+  before step t the session writes η_t = ``hp.lr_at(t, group)`` into every ``group['lr']``
+  (CAME-LR-2, CAME-LR-3, CAME-LR-4);
+- gradients arrive as a list in canonical order (the case's parameter order for ``open``, the
+  order of the constructor's ``params`` for ``construct``) and become each parameter's ``.grad``;
+- state is read back under the spec's names (CAME-STATE-2, CAME-STATE-3) as exact float64
+  copies (``STATE_NAMES`` maps the official code's names); ``save``/``restore`` go through
+  ``torch.save`` of ``optimizer.state_dict()`` (CAME-STATE-5).
 """
 from __future__ import annotations
 
@@ -13,7 +24,7 @@ import io
 import numpy as np
 import torch
 
-from came_conformance.protocol import NotApplicable, Snapshot
+from came_conformance.protocol import NotApplicable, Snapshot, TargetInfo
 from came_conformance.reference.hyperparams import Hyperparameters
 from came_conformance.reference.step import init_state
 
@@ -142,4 +153,47 @@ class TorchSession:
 
 
 def constructed_tensors(optim) -> list[torch.Tensor]:
+    """The parameters of an optimizer built by its documented constructor, in canonical order."""
     return [p for group in optim.param_groups for p in group["params"]]
+
+
+class TorchAdapter:
+    """An adapter (conformance.protocol.Adapter) for a torch optimizer of the paper API.
+
+    Subclasses implement ``describe``, ``build`` and ``construct_optimizer``; ``Session`` may be a
+    ``TorchSession`` subclass whose ``target_step`` reads the optimizer's step counter.
+    """
+
+    Session = TorchSession
+
+    def describe(self) -> TargetInfo:
+        raise NotImplementedError
+
+    def build(self, groups: list[dict], hp: Hyperparameters, variant: str):
+        """The optimizer over torch ``groups`` (from ``param_groups``) for canonical ``hp``.
+
+        ``lr`` given to the constructor is a placeholder (``initial_lr(hp)``): the session writes
+        η_t before every step.  Raise ``NotApplicable`` for what the optimizer cannot express.
+        """
+        raise NotImplementedError
+
+    def construct_optimizer(self, kwargs: dict, variant: str):
+        """The documented constructor with these decoded keyword arguments; let it raise."""
+        raise NotImplementedError
+
+    def check(self, hp: Hyperparameters) -> None:
+        """Refuse what the optimizer cannot express; default: the paper profile only (``check_paper``)."""
+        check_paper(hp)
+
+    def native(self) -> Hooks:
+        return Hooks()
+
+    def open(self, hp: Hyperparameters, params, dtype: str, variant: str) -> TorchSession:
+        self.check(hp)
+        tensors = make_tensors(params, dtype)
+        groups, owners = param_groups(hp, tensors)
+        return self.Session(self.build(groups, hp, variant), tensors, hp, owners)
+
+    def construct(self, kwargs: dict, variant: str) -> TorchSession:
+        optim = self.construct_optimizer(kwargs, variant)
+        return self.Session(optim, constructed_tensors(optim))
