@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, settings
 
+from came_conformance import rundir
 from came_conformance import deviations as deviations_mod
 from came_conformance import execute, strategies
 from came_conformance.arguments import param_values
@@ -52,12 +53,10 @@ class StopRun(Exception):
 
 
 class Sink:
-    """Appends each outcome to records.jsonl at once (nothing is lost when a run dies)."""
+    """Appends each outcome to records.jsonl at once (nothing is lost when a run dies), bounded (rundir)."""
 
-    def __init__(self, out: Path, deviations: list[dict], stop_on_failure: bool = False):
-        out.mkdir(parents=True, exist_ok=True)
-        self.path = out / "records.jsonl"
-        self.path.write_text("")
+    def __init__(self, directory: rundir.RunDirectory, deviations: list[dict], stop_on_failure: bool = False):
+        self.directory, self.path = directory, directory.path / rundir.RECORDS
         self.deviations, self.records, self.stop_on_failure = deviations, [], stop_on_failure
 
     def explained(self, record: dict) -> bool:
@@ -65,8 +64,7 @@ class Sink:
 
     def add(self, record: dict) -> dict:
         self.records.append(record)
-        with self.path.open("a") as f:
-            f.write(dumps(record) + "\n")
+        self.directory.append_record(record, dumps)
         if self.stop_on_failure and record["outcome"] in ("fail", "error") and not self.explained(record):
             raise StopRun(record["id"])
         return record
@@ -84,7 +82,9 @@ def fixture_cases(profile: str, api: str, dtypes: tuple[str, ...]):
     Float64 trajectories run at float32 on a target without float64.
     """
     from came_conformance.fixtures.cases import load_cases  # numpy-side loader of the golden vectors
+    from came_conformance.fixtures.manifest import verify
 
+    verify()  # SHA-256 manifest and schemas: a tampered or malformed vector file stops the run
     cases = load_cases(profile, api)
     if "float64" not in dtypes and "float32" in dtypes:
         cases["trajectory"] = [at_dtype(c, "float32") if c.dtype == "float64" else c for c in cases["trajectory"]]
@@ -330,17 +330,22 @@ def _run_variant(target, variant, variants, fixtures, cfg, sink, progress) -> No
             sink.add(_resume(target, case, variant))
 
 
-def run(target_name: str, out: Path, cfg: Settings, progress=print, deviations: Path | None = None) -> dict:
-    """One conformance run; ``deviations`` replaces the target's own deviations file."""
+def run(target_name: str, out: Path | rundir.RunDirectory, cfg: Settings, progress=print,
+        deviations: Path | None = None) -> dict:
+    """One conformance run; ``deviations`` replaces the target's own deviations file.
+
+    ``out`` is a report directory, or a claim on one (conform.py); a plain path is claimed here.
+    """
     strategies.load_project_modules()  # before any draw: the same cases from every entry point
     spec = resolve(target_name)
     if deviations is not None:
         spec = dataclasses.replace(spec, deviations=Path(deviations))
     declared = deviations_mod.load(spec.deviations)
     replay = load_case_file(cfg.case_file) if cfg.case_file else None  # before anything is written
-    sink = Sink(out, declared, cfg.stop_on_failure)
-    process = TargetProcess(spec.factory, spec.python, cfg.timeout, out / "target-stderr.log", dict(spec.env))
-    started, info, stopped = time.time(), None, None
+    directory = out if isinstance(out, rundir.RunDirectory) else rundir.claim(out, target_name, cfg.to_json())
+    sink = Sink(directory, declared, cfg.stop_on_failure)
+    process = TargetProcess(spec.factory, spec.python, cfg.timeout, directory.path / rundir.LOG, dict(spec.env))
+    started, info, stopped, ending, aborted = time.time(), None, None, rundir.COMPLETE, None
     try:
         target = execute.Target(spec.name, process)
         info = target.info
@@ -358,7 +363,10 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print, deviations: 
                 _run_variant(target, variant, variants, fixtures, cfg, sink,
                              lambda m, v=variant: progress(f"[{spec.name}/{v}] {m}"))
     except StopRun as stop:
-        stopped = f"stopped at the first unexplained failure ({stop.args[0]})"
+        stopped, ending = f"stopped at the first unexplained failure ({stop.args[0]})", rundir.STOPPED
+    except rundir.RunInterrupted as exc:  # SIGINT or SIGTERM (conform.py): report what was measured
+        ending, aborted = rundir.ABORTED, f"{exc.signal_name} after {len(sink.records)} outcomes"
+        process.kill()
     except execute.TargetFailure as exc:  # the target could not even describe itself
         sink.stop_on_failure = False
         sink.add({"id": "load", "kind": "load", "variant": "-", "source": "", "flags": [], "clauses": [],
@@ -369,4 +377,5 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print, deviations: 
     return {"target": spec.name, "info": dict(info.__dict__) if info else None, "settings": cfg.to_json(),
             "started": started, "seconds": round(time.time() - started, 2), "records": sink.records,
             "deviation_status": status, "declared_deviations": declared,
-            "deviations_file": deviations_mod.file_identity(spec.deviations), "stopped": stopped}
+            "deviations_file": deviations_mod.file_identity(spec.deviations), "stopped": stopped,
+            "aborted": aborted, "target_argument": target_name, "run": directory.run_fields(ending, aborted or "")}
