@@ -126,18 +126,29 @@ def _buffer(spec, table) -> tuple[int, int]:
     return table[index]
 
 
+def _text(s: str) -> str:
+    """``s`` as valid Unicode: JSON may carry lone surrogates, which no UTF-8 report file can hold."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "replace").decode("utf-8")
+
+
 def decode(tree, table, payload, depth: int = 0):
     """The value of an encoded ``tree``; with ``payload=None`` only check it (sizes before allocation)."""
     if depth > MAX_DEPTH:
         raise ChannelError(f"value nested deeper than {MAX_DEPTH} levels")
-    if tree is None or isinstance(tree, (bool, int, float, str)):
+    if isinstance(tree, str):
+        return _text(tree)
+    if tree is None or isinstance(tree, (bool, int, float)):
         return tree
     if isinstance(tree, list):
         return [decode(v, table, payload, depth + 1) for v in tree]
     if not isinstance(tree, dict):
         raise ChannelError(f"unexpected JSON value {type(tree).__name__}")
     if "$" not in tree:
-        return {k: decode(v, table, payload, depth + 1) for k, v in tree.items()}
+        return {_text(k): decode(v, table, payload, depth + 1) for k, v in tree.items()}
     tag = tree["$"]
     if tag == "nd":
         dtype, shape = tree.get("dtype"), _shape(tree)
@@ -171,7 +182,7 @@ def decode(tree, table, payload, depth: int = 0):
         if not isinstance(items, list) or not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
                                                   for p in items):
             raise ChannelError("dict tag without [key, value] items")
-        return {k: decode(v, table, payload, depth + 1) for k, v in items}
+        return {_text(k): decode(v, table, payload, depth + 1) for k, v in items}
     raise ChannelError(f"unknown tag {str(tag)[:40]!r}")
 
 

@@ -93,9 +93,10 @@ def _array(value, where: str) -> np.ndarray:
 
 def snapshot(value) -> Snapshot:
     """A read() reply as a Snapshot of arrays (their sizes and names are judged by the comparison)."""
-    if not isinstance(value, dict) or set(value) != {"params", "state", "step"}:
-        raise BadReply("read() did not return a Snapshot (params, state, step)")
-    params, state, step = value["params"], value["state"], value["step"]
+    known = {f.name for f in dataclasses.fields(Snapshot)}
+    if not isinstance(value, dict) or not {"params", "state"} <= set(value) <= known:
+        raise BadReply(f"read() did not return a Snapshot ({', '.join(sorted(known))})")
+    params, state, step = value["params"], value["state"], value.get("step")
     if not isinstance(params, list) or not isinstance(state, list):
         raise BadReply("read() returned params or state that is not a list")
     if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
@@ -108,7 +109,8 @@ def snapshot(value) -> Snapshot:
             if len(name) > NAME_CHARS:
                 raise BadReply(f"read() returned state[{i}] with a name of {len(name)} characters")
         out_state.append({k: _array(v, f"state[{i}][{k!r}]") for k, v in tensors.items()})
-    return Snapshot([_array(p, f"params[{i}]") for i, p in enumerate(params)], out_state, step)
+    extra = {k: v for k, v in value.items() if k not in ("params", "state", "step")}  # fields added later
+    return Snapshot([_array(p, f"params[{i}]") for i, p in enumerate(params)], out_state, step, **extra)
 
 
 def _session_id(command: str, value) -> int:

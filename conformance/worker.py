@@ -123,12 +123,8 @@ def _watch_lifeline(lifeline_fd: int) -> None:
         os.close(lifeline_fd)
         return
     try:  # the watchdog: keep nothing open but the lifeline, so pipes see their ends close
-        for fd in map(int, os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ()):
-            if fd != lifeline_fd:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        os.closerange(0, lifeline_fd)
+        os.closerange(lifeline_fd + 1, max(lifeline_fd + 2, min(os.sysconf("SC_OPEN_MAX"), 1 << 16)))
         while os.read(lifeline_fd, 4096):
             pass
     finally:
@@ -310,10 +306,11 @@ class TargetProcess:
     def kill(self) -> None:
         """End the worker and everything it started (its own process group)."""
         if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            for kill in (os.killpg, os.kill):  # the group, and the worker itself should it have left it
+                try:
+                    kill(self.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             self.proc.wait()
             self.proc = None
         self._close_fds()

@@ -63,6 +63,11 @@ def test_every_value_kind_crosses_exactly():
         assert np.signbit(b).tolist() == np.signbit(a).tolist()
 
 
+def test_text_that_no_utf_8_file_can_hold_arrives_replaced():
+    got = roundtrip({"id": 1, "message": "bad \udc80 byte", "\udcff": 1})
+    assert got["message"] == "bad ? byte" and got["?"] == 1
+
+
 @pytest.mark.parametrize("value", [object(), {1: "int key"}, np.array(["text"]), np.array([1 + 2j]),
                                    np.array([True]), np.array([object()]), {"s": {1, 2}}])
 def test_what_is_not_data_does_not_cross(value):
