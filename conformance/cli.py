@@ -19,10 +19,12 @@ import sys
 from pathlib import Path
 
 from came_conformance import report, rundir, runner
+from came_conformance.replies import VARIANT_PATTERN
 
 MATCHES, CHANGED, USAGE, ABORTED = 0, 1, 2, 3  # ABORTED is also the verdict's INCONCLUSIVE
 _MODULE_FACTORY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 MAX_TIMEOUT = 86400.0
+PROG = "python -m came_conformance"
 
 
 def exit_code(summary: dict, status: str) -> int:
@@ -69,7 +71,7 @@ def _seed(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = _Parser(prog="python -m came_conformance")
+    top = _Parser(prog=PROG)
     sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run the suite against one target and write reports/<target>/")
     run.add_argument("--target", required=True, help="built-in name, mutant:NAME, or module:factory")
@@ -125,6 +127,7 @@ def _check_variants(spec, variants: tuple[str, ...], timeout: float) -> None:
 
 def settings(args) -> tuple[runner.Settings, Path]:
     """The run's settings and directory, every input checked; UsageError otherwise."""
+    from came_conformance import deviations as deviations_mod
     from came_conformance.cases import InvalidCase, load_case_file
     from came_conformance.fixtures import manifest
 
@@ -134,6 +137,10 @@ def settings(args) -> tuple[runner.Settings, Path]:
         raise UsageError(f"argument --sources: each of {','.join(runner.Settings.sources)} at most once; "
                          f"got {args.sources!r}")
     spec = _check_target(args.target)
+    try:
+        deviations_mod.load(spec.deviations)
+    except deviations_mod.DeviationFileError as exc:
+        raise UsageError(str(exc)) from None
     out = Path(args.out or f"reports/{args.target.replace(':', '-')}")
     if out.exists() and not out.is_dir():
         raise UsageError(f"argument --out: {out} exists and is not a directory")
@@ -149,7 +156,7 @@ def settings(args) -> tuple[runner.Settings, Path]:
             raise UsageError(f"golden vectors: {exc}") from None
     variants = tuple(args.variant) if args.variant else None
     if variants:
-        bad = [v for v in variants if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$", v)]
+        bad = [v for v in variants if not re.match(VARIANT_PATTERN, v)]
         if bad:
             raise UsageError(f"argument --variant: {bad[0][:80]!r} is not a variant name")
         _check_variants(spec, variants, args.timeout)
@@ -225,5 +232,9 @@ def main(argv=None) -> int:
         args = parser().parse_args(argv)
         return _run(args) if args.command == "run" else _rebuild(args)
     except UsageError as exc:
-        print(str(exc).splitlines()[0] if str(exc) else "usage error", file=sys.stderr)
+        text = (str(exc) or "usage error").splitlines()[0]
+        print(text if text.startswith(PROG) else f"{PROG}: {text}", file=sys.stderr)
         return USAGE
+    except KeyboardInterrupt:  # before the run began (conform.py handles it during the run): nothing written
+        print(f"{PROG}: interrupted before the run began", file=sys.stderr)
+        return ABORTED
