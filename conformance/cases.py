@@ -183,12 +183,33 @@ def validate(case) -> None:
         bad("hyperparameters", str(exc))
 
 
+MAX_CASE_FILE_BYTES = 64 << 20
+
+
 def load_case_file(path) -> "TrajectoryCase | ErrorCase":
-    """A saved case (``--case-file``), parsed and validated; InvalidCase names the file and the problem."""
+    """A saved case (``--case-file``), parsed and validated; InvalidCase names the file and the problem.
+
+    The file is the runner's ``cases/<id>.json`` (``{"run_id", "target", "variant", "case"}``) or a
+    bare case; its id must be a content hash (``names.CASE_ID``) before it may name any file.
+    """
     from pathlib import Path
 
+    from came_conformance.names import is_case_id
+
     try:
-        case = from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+        if Path(path).stat().st_size > MAX_CASE_FILE_BYTES:
+            raise InvalidCase(f"--case-file {path}: larger than {MAX_CASE_FILE_BYTES:,} bytes")
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+        if isinstance(obj, dict) and isinstance(obj.get("case"), dict):
+            obj = obj["case"]
+        case_id = obj.get("id") if isinstance(obj, dict) else None
+        if not is_case_id(case_id):
+            raise InvalidCase(f"--case-file {path}: id {str(case_id)[:80]!r} is not a case id (a content hash "
+                              f"such as h-0123456789abcdef)")
+        if obj.get("kind") not in ("trajectory", "error"):
+            raise InvalidCase(f"--case-file {path}: kind must be 'trajectory' or 'error', got "
+                              f"{str(obj.get('kind'))[:40]!r}")
+        case = from_json(obj)
     except InvalidCase:
         raise
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:

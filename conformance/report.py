@@ -1,7 +1,9 @@
 """Report writers: JSON (conformance/report.schema.json), a Markdown summary, JUnit XML.
 
-Every file is written to a temporary name and renamed into place, so an interrupted run never
-leaves a truncated report (the outcomes themselves are already safe in records.jsonl).
+Every file is written to a unique temporary name and renamed into place (``rundir.publish``),
+so an interrupted run never leaves a truncated report (the outcomes themselves are already
+safe in records.jsonl); every file carries the run id, and a run that did not finish never
+reads as a pass (``run.status``; the verdict decides, and junit.xml follows it).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from came_conformance import names, rundir
 from came_conformance import verdict as verdict_mod
 from came_conformance.deviations import entry_kind
 
@@ -56,9 +59,7 @@ def _xml_text(text: str) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    rundir.RunDirectory(path.parent).publish({path.name: text})
 
 
 def _versions(*names: str) -> dict[str, str]:
@@ -73,35 +74,47 @@ def verdict(run: dict) -> dict:
 
 def repro_command(run: dict, record: dict, case_path: str) -> str:
     """A command that replays one case, into a directory of its own (the run's report stays)."""
-    return (f".venvs/core/bin/python -m came_conformance run --target {run['target']} --variant {record['variant']} "
-            f"--case-file {case_path} --out reports/repro-{record['id'].replace('@', '-')}")
+    from came_conformance.runner import Settings
+
+    return names.reproduce_command(run.get("target_argument", run["target"]), record["variant"], case_path,
+                                   record["id"], run["settings"].get("timeout"), Settings.timeout)
 
 
-def write_all(run: dict, out: Path) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    cases_dir = out / "cases"
-    cases_dir.mkdir(exist_ok=True)
+def write_all(run: dict, out) -> dict:
+    """The reports of ``run`` into ``out`` (a path, or its claim), then the claim is released."""
+    directory = out if isinstance(out, rundir.RunDirectory) else rundir.held(out) or rundir.RunDirectory(Path(out))
+    out, files, run_info = directory.path, {}, run.get("run") or {"id": directory.run_id, "status": rundir.COMPLETE}
+    directory.run_id = directory.run_id or run_info["id"]
     for record in run["records"]:
         if record["outcome"] in ("fail", "error", "expected_deviation") and "case" in record:
-            path = cases_dir / f"{record['id']}.json"
-            _atomic_write(path, dumps(record["case"], indent=1, sort_keys=True))
-            record["repro"] = repro_command(run, record, os.path.relpath(path, Path.cwd()))
+            if not names.is_case_id(record["id"]):  # only content hashes name files
+                record["repro"] = f"(not saved: {record['id'][:80]!r} is not a case id)"
+                continue
+            rel = f"cases/{record['id']}.json"
+            files[rel] = dumps({"run_id": run_info["id"], "target": run["target"], "variant": record["variant"],
+                                "case": record["case"]}, indent=1, sort_keys=True)
+            record["repro"] = repro_command(run, record, os.path.relpath(out / rel, Path.cwd()))
     summary = verdict(run)
     document = {
         "schemaVersion": SCHEMA_VERSION, "target": run["target"], "info": run["info"], "settings": run["settings"],
         "environment": {"python": sys.version.split()[0], "platform": platform.platform(),
                         "runner_packages": _versions("numpy", "hypothesis", "mpmath"),
                         "CAME_MAX_ARRAY_SIZE": os.environ.get("CAME_MAX_ARRAY_SIZE", "64")},
-        "seconds": run["seconds"], "verdict": summary,
+        "run": run_info, "seconds": run["seconds"], "verdict": summary,
         "deviations": {"file": run.get("deviations_file"), "declared": run["declared_deviations"],
                        "status": run.get("deviation_status") or {}},
         "coverage": verdict_mod.coverage(run["records"]),
         "records": [{k: v for k, v in r.items() if k != "case"} for r in run["records"]],
         "warnings": run.get("warnings", []),
     }
-    _atomic_write(out / "report.json", dumps(document, indent=1))
-    _atomic_write(out / "summary.md", markdown(document, run["records"]))
-    _atomic_write(out / "junit.xml", junit(document))
+    files["report.json"] = dumps(document, indent=1)
+    files["summary.md"] = markdown(document, run["records"]) + f"\nRun `{run_info['id']}`.\n"
+    files["junit.xml"] = junit(document)  # renamed last: a junit.xml only ever sits beside its report
+    directory.publish(files)
+    directory.write_run({"status": run_info["status"], "reason": run_info.get("reason", ""),
+                         "seconds": run["seconds"], "records": len(document["records"])})
+    if directory.claimed:
+        directory.release()
     return summary
 
 
@@ -228,7 +241,7 @@ def junit(doc: dict) -> str:
         body = ""
         if r["outcome"] == "fail":
             failures += 1
-            body = f"<failure message={quoteattr(reason[:500])}>{escape(r.get('repro', ''))}</failure>"
+            body = f"<failure message={quoteattr(reason[:500])}>{escape(_xml_text(r.get('repro', '')))}</failure>"
         elif r["outcome"] == "error":
             errors += 1
             body = f"<error message={quoteattr(reason[:500])}/>"
@@ -242,5 +255,6 @@ def junit(doc: dict) -> str:
     cases.append(f'  <testcase name="verdict" classname={quoteattr("came." + doc["target"])} time="0">{body}</testcase>')
     head = (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name={quoteattr("came-" + doc["target"])} '
             f'tests="{len(cases)}" failures="{failures}" errors="{errors}" skipped="{skipped}" '
-            f'time="{doc["seconds"]}">')
+            f'time="{doc["seconds"]}">\n  <properties><property name="run_id" '
+            f'value={quoteattr(str((doc.get("run") or {}).get("id")))}/></properties>')
     return "\n".join([head, *cases, "</testsuite>"]) + "\n"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, settings
 
+from came_conformance import rundir
 from came_conformance import deviations as deviations_mod
 from came_conformance import execute, strategies
 from came_conformance.arguments import param_values
@@ -54,12 +55,10 @@ class StopRun(Exception):
 
 
 class Sink:
-    """Appends each outcome to records.jsonl at once (nothing is lost when a run dies)."""
+    """Appends each outcome to records.jsonl at once (nothing is lost when a run dies), bounded (rundir)."""
 
-    def __init__(self, out: Path, deviations: list[dict], stop_on_failure: bool = False):
-        out.mkdir(parents=True, exist_ok=True)
-        self.path = out / "records.jsonl"
-        self.path.write_text("")
+    def __init__(self, directory: rundir.RunDirectory, deviations: list[dict], stop_on_failure: bool = False):
+        self.directory, self.path = directory, directory.path / rundir.RECORDS
         self.deviations, self.records, self.stop_on_failure = deviations, [], stop_on_failure
 
     def explained(self, record: dict) -> bool:
@@ -67,8 +66,7 @@ class Sink:
 
     def add(self, record: dict) -> dict:
         self.records.append(record)
-        with self.path.open("a") as f:
-            f.write(dumps(record) + "\n")
+        self.directory.append_record(record, dumps)
         if self.stop_on_failure and record["outcome"] in ("fail", "error") and not self.explained(record):
             raise StopRun(record["id"])
         return record
@@ -422,13 +420,18 @@ class Plan:
         return units
 
 
-def start(target_name: str, out: Path, cfg: Settings):
-    """The run's deviations, sink and target worker (the caller closes ``process``)."""
+def start(target_name: str, out: Path | rundir.RunDirectory, cfg: Settings):
+    """The run's deviations, sink and target worker (the caller closes ``process``).
+
+    ``out`` is a report directory, or a claim on one (conform.py); a plain path is claimed here, and
+    report.write_all releases the claim.
+    """
     strategies.load_project_modules()  # before any draw: the same cases from every entry point
     spec = resolve(target_name, cfg.deviations)
     declared = deviations_mod.load(spec.deviations, must_exist=spec.deviations_named)
-    sink = Sink(out, declared, cfg.stop_on_failure)
-    process = TargetProcess(spec.factory, spec.python, cfg.timeout, out / "target-stderr.log", dict(spec.env))
+    directory = out if isinstance(out, rundir.RunDirectory) else rundir.claim(out, target_name, cfg.to_json())
+    sink = Sink(directory, declared, cfg.stop_on_failure)
+    process = TargetProcess(spec.factory, spec.python, cfg.timeout, directory.path / rundir.LOG, dict(spec.env))
     return spec, declared, sink, process
 
 
@@ -436,9 +439,11 @@ def load_fixtures(info, cfg: Settings) -> dict:
     """The golden vectors a run uses: trajectories (the fixtures source, and resume's starting
     points) and the error vectors (the errors source)."""
     from came_conformance.fixtures.cases import load_cases  # numpy-side loader of the golden vectors
+    from came_conformance.fixtures.manifest import verify
 
     if not {"fixtures", "errors", "resume"} & set(cfg.sources):
         return {"trajectory": [], "error": []}
+    verify()  # SHA-256 manifest and schemas: a tampered or malformed vector file stops the run
     return load_cases(info.profile, info.api)
 
 
@@ -451,14 +456,17 @@ def check_variants(info, cfg: Settings) -> tuple[str, ...]:
 
 
 def finish(spec, cfg: Settings, declared: list[dict], sink: Sink, info, started: float, warnings: list[str],
-           stopped: str | None = None) -> dict:
-    """The run's result from its records; ``stopped`` says why it ended before its last unit."""
+           stopped: str | None = None, aborted: str | None = None, target_argument: str | None = None) -> dict:
+    """The run's result from its records; ``stopped`` or ``aborted`` say why it ended before its
+    last unit (the first: by design, as a mutation run stops; the second: a signal)."""
+    ending = rundir.ABORTED if aborted else rundir.STOPPED if stopped else rundir.COMPLETE
     status = deviations_mod.apply(declared, sink.records)
     return {"target": spec.name, "info": dict(info.__dict__) if info else None, "settings": cfg.to_json(),
             "started": started, "seconds": round(time.time() - started, 2), "records": sink.records,
             "deviation_status": status, "declared_deviations": declared,
             "deviations_file": deviations_mod.file_identity(spec.deviations, TARGETS_DIR.parent),
-            "warnings": warnings, "stopped": stopped}
+            "warnings": warnings, "stopped": stopped, "aborted": aborted,
+            "target_argument": target_argument or spec.name, "run": sink.directory.run_fields(ending, aborted or "")}
 
 
 def load_failure(sink: Sink, exc: Exception) -> None:
@@ -471,7 +479,7 @@ def load_failure(sink: Sink, exc: Exception) -> None:
 def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
     replay = load_case_file(cfg.case_file) if cfg.case_file else None  # before anything is written
     spec, declared, sink, process = start(target_name, out, cfg)
-    started, info, warnings, stopped = time.time(), None, [], None
+    started, info, warnings, stopped, aborted = time.time(), None, [], None, None
     try:
         target = execute.Target(spec.name, process)
         info = target.info
@@ -491,8 +499,11 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
                 plan.run_unit(unit, sink)
     except StopRun as stop:
         stopped = f"stopped at the first unexplained failure ({stop.args[0]})"
+    except rundir.RunInterrupted as exc:  # SIGINT or SIGTERM (conform.py): report what was measured
+        aborted = f"{exc.signal_name} after {len(sink.records)} outcomes"
+        process.kill()
     except execute.TargetFailure as exc:  # the target could not even describe itself
         load_failure(sink, exc)
     finally:
         process.close()
-    return finish(spec, cfg, declared, sink, info, started, warnings, stopped)
+    return finish(spec, cfg, declared, sink, info, started, warnings, stopped, aborted, target_name)

@@ -1,30 +1,35 @@
-"""The target runs in a worker process: crashes and hangs cost one case, never the run.
+"""The target runs in a worker process: crashes, hangs and bad replies cost one case, never the run.
 
-``python -m came_conformance.worker MODULE:FACTORY`` serves requests on stdin/stdout as
-length-prefixed pickles (only between the suite's own processes; nothing is stored this way).
-The worker moves the process's fd 1 to stderr first, so a framework that prints to stdout
-cannot corrupt the channel.  ``TargetProcess`` is the client: one request at a time, each
-with a time limit; a dead or hung worker is killed, the call fails with the reason, and the
-next call starts a fresh worker.
+``python -m came_conformance.worker MODULE:FACTORY --channel R,W,L`` serves requests read from
+fd R and answers on fd W, in the data-only frames of ``conformance.channel`` (never stdout:
+what the target prints goes to the run's bounded capture, ``conformance.capture``).  Fd L is a
+lifeline: the runner holds its other end, and a small watchdog process forked before the
+target is imported kills the worker's whole process group when it closes, so a worker never
+outlives its runner, however it hangs.
+
+``TargetProcess`` is the client: one request at a time, each with a request id and a time
+limit (start-up included).  Every reply is checked (``conformance.replies``) before it is
+returned; a dead, hung or lying worker is killed with its process group, the call raises
+``TargetFailure`` with the reason, and the next call starts a fresh worker.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
-import pickle
-import struct
+import signal
 import subprocess
 import sys
-import threading
+import time
 import traceback
-from collections import deque
 from pathlib import Path
 
+from came_conformance import capture, channel
+from came_conformance.replies import BadReply, TargetFailure, interpret
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-class TargetFailure(Exception):
-    """The worker died or did not answer in time (outcome ``error``)."""
+__all__ = ["TargetFailure", "BadReply", "TargetProcess", "serve"]
+WORKER_MESSAGE_CHARS = 64 << 10  # what the worker sends of an exception; the runner keeps less
 
 
 def load_factory(spec: str):
@@ -32,18 +37,25 @@ def load_factory(spec: str):
     return getattr(importlib.import_module(module), attr or "factory")
 
 
-def _read_frame(stream):
-    header = stream.read(8)
-    if len(header) < 8:
-        return None
-    (size,) = struct.unpack("<Q", header)
-    return pickle.loads(stream.read(size))
+# --------------------------------------------------------------------------------------------
+# Server (in the worker process)
+# --------------------------------------------------------------------------------------------
+def _wire(value):
+    """Protocol objects as channel values: TargetInfo and Snapshot as dicts, sets as sorted lists and
+    tuples as lists, inside dicts too (``variant_options`` maps variants to sets)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _wire_field(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
 
 
-def _write_frame(stream, obj) -> None:
-    data = pickle.dumps(obj, protocol=4)
-    stream.write(struct.pack("<Q", len(data)) + data)
-    stream.flush()
+def _wire_field(v):
+    if isinstance(v, (set, frozenset)):
+        return sorted(v, key=str)
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, dict):
+        return {k: _wire_field(x) for k, x in v.items()}
+    return v
 
 
 class _Server:
@@ -55,12 +67,12 @@ class _Server:
         self.sessions[self.next_id] = session
         return self.next_id
 
-    def handle(self, command: str, args: tuple):
+    def handle(self, command: str, args: list):
         from came_conformance import arguments
         from came_conformance.reference.hyperparams import Hyperparameters
 
         if command == "describe":
-            return self.adapter.describe()
+            return _wire(self.adapter.describe())
         if command == "open":
             hp_json, params, dtype, variant = args
             return self._keep(self.adapter.open(Hyperparameters.from_json(hp_json), params, dtype, variant))
@@ -77,37 +89,92 @@ class _Server:
                 grads = arguments.decode(grads["encoded"], self.adapter.native())
             return session.step(grads)
         if command == "read":
-            return session.read()
+            return _wire(session.read())
         if command == "save":
-            return session.save()
+            blob = session.save()
+            return bytes(blob) if isinstance(blob, (bytearray, memoryview)) else blob
         if command == "restore":
             return session.restore(args[1])
         raise ValueError(f"unknown command {command!r}")
 
 
-def serve(spec: str) -> None:
-    channel = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # anything printed to stdout now goes to stderr
-    sys.stdout = sys.stderr
-    requests = sys.stdin.buffer
+def _exception_reply(exc: BaseException) -> dict:
+    try:
+        message = str(exc)
+    except BaseException:  # noqa: BLE001 - an exception whose str() fails is still an answer
+        message = f"<{type(exc).__name__} whose str() failed>"
+    return {"status": "raised", "type": type(exc).__name__,
+            "message": capture.truncate(message, WORKER_MESSAGE_CHARS),
+            "traceback": capture.truncate(traceback.format_exc(limit=8), WORKER_MESSAGE_CHARS, keep="tail"),
+            "mro": [c.__name__ for c in type(exc).__mro__]}
+
+
+def _send_reply(reply_fd: int, rid, reply: dict, command: str) -> None:
+    try:
+        chunks = channel.pack({"id": rid, **reply})
+    except (channel.ChannelError, RecursionError, ValueError, TypeError) as exc:
+        chunks = channel.pack({"id": rid, "status": "unsendable",
+                               "message": f"the target's {command}() returned something the channel cannot "
+                                          f"carry: {capture.truncate(str(exc), 2000)}"})
+    channel.write_chunks(reply_fd, chunks)
+
+
+def _watch_lifeline(lifeline_fd: int) -> None:
+    """Fork a watchdog that kills this worker's process group when the runner's end of the lifeline closes."""
+    worker = os.getpid()
+    if os.fork() != 0:
+        os.close(lifeline_fd)
+        return
+    try:  # the watchdog: keep nothing open but the lifeline, so pipes see their ends close
+        os.closerange(0, lifeline_fd)
+        os.closerange(lifeline_fd + 1, max(lifeline_fd + 2, min(os.sysconf("SC_OPEN_MAX"), 1 << 16)))
+        while os.read(lifeline_fd, 4096):
+            pass
+    finally:
+        try:
+            if os.getpgid(0) == worker:  # the worker leads its own group: end it and all it started
+                os.killpg(worker, signal.SIGKILL)
+            else:
+                os.kill(worker, signal.SIGKILL)
+        finally:
+            os._exit(0)
+
+
+def serve(spec: str, request_fd: int, reply_fd: int, lifeline_fd: int) -> None:
+    _watch_lifeline(lifeline_fd)
     from came_conformance.protocol import NotApplicable
 
     try:
         server = _Server(load_factory(spec)())
     except BaseException as exc:  # noqa: BLE001 - report any failure to load the target
-        _write_frame(channel, ("load_failed", type(exc).__name__, str(exc), traceback.format_exc()))
+        _send_reply(reply_fd, 0, {**_exception_reply(exc), "status": "load_failed"}, "load")
         return
-    _write_frame(channel, ("ready",))
-    while (request := _read_frame(requests)) is not None:
-        command, args = request
+    _send_reply(reply_fd, 0, {"status": "ready", "protocol": channel.VERSION, "pid": os.getpid()}, "load")
+    while True:
         try:
-            reply = ("ok", server.handle(command, args))
+            request = channel.receive(request_fd, None, channel.DEFAULT_MAX_PAYLOAD_BYTES)
+        except channel.Closed:
+            return
+        command, args = request.get("command"), request.get("args") or []
+        try:
+            reply = {"status": "ok", "value": server.handle(command, args)}
         except NotApplicable as exc:
-            reply = ("not_applicable", str(exc))
+            reply = {"status": "not_applicable", "message": capture.truncate(str(exc), WORKER_MESSAGE_CHARS)}
         except BaseException as exc:  # noqa: BLE001 - the target's own errors are data here
-            reply = ("raised", type(exc).__name__, str(exc), traceback.format_exc(limit=8),
-                     [c.__name__ for c in type(exc).__mro__])
-        _write_frame(channel, reply)
+            reply = _exception_reply(exc)
+        _send_reply(reply_fd, request.get("id"), reply, str(command))
+
+
+# --------------------------------------------------------------------------------------------
+# Client (in the runner)
+# --------------------------------------------------------------------------------------------
+def _exit_text(code) -> str:
+    if isinstance(code, int) and code < 0:
+        try:
+            return f"{code} ({signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    return str(code)
 
 
 def worker_pythonpath() -> str:
@@ -119,95 +186,165 @@ def worker_pythonpath() -> str:
 
 
 class TargetProcess:
-    """Client side of one worker; restarts it after a crash or a time-out."""
+    """Client side of one worker; restarts it after a crash, a time-out or a broken reply.
 
-    def __init__(self, spec: str, python: str, timeout: float, log_path: Path, env: dict | None = None):
-        self.spec, self.python, self.timeout, self.log_path = spec, python, timeout, log_path
+    ``call(command, *args)`` returns ("ok", value) | ("not_applicable", why) |
+    ("raised", type, message, traceback, mro_names), or raises TargetFailure.
+    """
+
+    def __init__(self, spec: str, python: str, timeout: float, log_path: Path | None, env: dict | None = None,
+                 max_reply_bytes: int = channel.DEFAULT_MAX_PAYLOAD_BYTES):
+        self.spec, self.python, self.timeout, self.max_reply_bytes = spec, python, timeout, max_reply_bytes
+        self.log_path = log_path
         self.env = {**os.environ, "PYTHONPATH": worker_pythonpath(), **(env or {})}
         self.proc: subprocess.Popen | None = None
-        self._stderr_tail: deque[str] = deque(maxlen=40)
+        self.log = capture.Log(log_path)
+        self.tail = capture.Tail()
+        self._fds: tuple[int, int, int] | None = None
+        self._drain = None
+        self._last_id = 0
 
-    def _start(self, startup_timeout: float) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+    # ---- start-up ----
+    def _start(self) -> None:
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        life_r, life_w = os.pipe()
+        out_r, out_w = os.pipe()
+        for fd in (req_w, rep_r):
+            channel.enlarge_pipe(fd)
+        argv = [self.python, "-m", "came_conformance.worker", self.spec, f"--channel={req_r},{rep_w},{life_r}"]
         try:
-            self.proc = subprocess.Popen([self.python, "-m", "came_conformance.worker", self.spec], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env, cwd=REPO,
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
+                                         pass_fds=(req_r, rep_w, life_r), env=self.env, cwd=REPO,
                                          start_new_session=True)
         except OSError as exc:
+            for fd in (req_w, rep_r, life_w, out_r):
+                os.close(fd)
             raise TargetFailure(f"the worker could not be started with {self.python!r}: {exc}") from None
-        threading.Thread(target=self._drain_stderr, args=(self.proc,), daemon=True).start()
-        first = self._receive(startup_timeout)
-        if first[0] == "load_failed":
+        finally:
+            for fd in (req_r, rep_w, life_r, out_w):
+                os.close(fd)
+        os.set_blocking(req_w, False)
+        os.set_blocking(rep_r, False)
+        self._fds = (req_w, rep_r, life_w)
+        self.tail = capture.Tail()  # this worker's output only
+        self.log.write(f"----- worker {self.proc.pid} started: {self.spec} -----\n".encode())
+        self._drain = capture.drain(out_r, self.tail, self.log)
+        self._last_id = 0
+        message = self._receive(time.monotonic() + self.timeout, 0, "start-up")
+        if message.get("status") == "load_failed":
+            _, kind, text, trace, _ = interpret("load", {**message, "status": "raised"})
             self.kill()
-            raise TargetFailure(f"the target could not be loaded: {first[1]}: {first[2]}\n{first[3]}")
-
-    def _drain_stderr(self, proc) -> None:
-        with open(self.log_path, "a", encoding="utf-8", errors="replace") as log:
-            for raw in proc.stderr:
-                line = raw.decode("utf-8", "replace")
-                log.write(line)
-                self._stderr_tail.append(line.rstrip())
-
-    def _receive(self, timeout: float):
-        result: list = []
-
-        def read():
-            try:
-                result.append(("frame", _read_frame(self.proc.stdout)))
-            except Exception as exc:  # noqa: BLE001 - an unreadable reply is the target's failure
-                result.append(("unreadable", exc))
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if reader.is_alive():
+            raise TargetFailure(f"the target could not be loaded: {kind}: {text}\n{trace}")
+        if message.get("status") != "ready":
             self.kill()
-            raise TargetFailure(f"the target did not answer within {timeout:.0f} s (killed)")
-        kind, value = result[0]
-        if kind == "unreadable":
+            raise BadReply(f"the worker's first frame is not 'ready' but {str(message.get('status'))[:40]!r}")
+
+    # ---- one request ----
+    def _died(self):
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # it closed its output but lives on
+            code = "none: it closed its output and was killed"
+        self.kill()
+        if self._drain is not None:
+            self._drain.join(2)  # the last of its output
+        raise TargetFailure(f"the target process died (exit code {_exit_text(code)})\n{self.tail.text()}")
+
+    def _receive(self, deadline: float, rid: int, command: str) -> dict:
+        try:
+            message = channel.receive(self._fds[1], deadline, self.max_reply_bytes)
+        except channel.Timeout:
             self.kill()
-            raise TargetFailure(f"the target's reply could not be read ({type(value).__name__}: {value}); killed")
-        if value is None:
-            try:
-                code = self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # it closed its output but lives on
-                code = "none: it closed its output and was killed"
+            what = "start" if rid == 0 else "answer"
+            raise TargetFailure(f"the target did not {what} within {self.timeout:g} s (killed)") from None
+        except channel.Closed:
+            self._died()
+        except channel.ChannelError as exc:
             self.kill()
-            tail = "\n".join(list(self._stderr_tail)[-12:])
-            raise TargetFailure(f"the target process died (exit code {code})\n{tail}")
-        return value
+            raise BadReply(f"the target's reply to {command} broke the channel ({exc}); killed") from None
+        if message.get("id") != rid:
+            self.kill()
+            raise BadReply(f"the target answered request {str(message.get('id'))[:40]} while request {rid} "
+                           f"({command}) was pending: an extra or forged frame; killed")
+        return message
 
     def call(self, command: str, *args):
-        """Returns ("ok", value) | ("not_applicable", why) | ("raised", type, message, traceback)."""
+        """Returns ("ok", value) | ("not_applicable", why) | ("raised", type, message, traceback, mro_names)."""
         if self.proc is None:
-            self._start(max(self.timeout, 300.0))
+            if command == "close":
+                return ("ok", None)  # the session ended with its worker
+            self._guarded(self._start)
+        self._last_id += 1
+        rid = self._last_id
+        chunks = channel.pack({"id": rid, "command": command, "args": list(args)})
+        return interpret(command, self._guarded(self._exchange, chunks, rid, command))
+
+    def _guarded(self, function, *args):
+        """Interrupted mid-request (SIGINT: conform.py), the worker is killed: its reply would come out of turn."""
         try:
-            _write_frame(self.proc.stdin, (command, args))
-        except (BrokenPipeError, OSError):
+            return function(*args)
+        except TargetFailure:
+            raise
+        except BaseException:
             self.kill()
-            raise TargetFailure("the target process closed its input") from None
-        return self._receive(self.timeout)
+            raise
+
+    def _exchange(self, chunks, rid: int, command: str) -> dict:
+        deadline = time.monotonic() + self.timeout
+        try:
+            channel.write_chunks(self._fds[0], chunks, deadline)
+        except channel.Timeout:
+            self.kill()
+            raise TargetFailure(f"the target did not take its request within {self.timeout:g} s (killed)") from None
+        except OSError:  # it closed its input: it is dying or dead
+            self._died()
+        return self._receive(deadline, rid, command)
+
+    # ---- ending ----
+    def _close_fds(self) -> None:
+        if self._fds is not None:
+            for fd in self._fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._fds = None
 
     def kill(self) -> None:
         """End the worker and everything it started (its own process group)."""
         if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, 9)
-            except (ProcessLookupError, PermissionError):
-                pass
+            for kill in (os.killpg, os.kill):  # the group, and the worker itself should it have left it
+                try:
+                    kill(self.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             self.proc.wait()
             self.proc = None
+        self._close_fds()
 
     def close(self) -> None:
-        """Let the worker finish on end of input (its exit handlers run), else kill it."""
+        """Let the worker finish on end of input (its exit handlers run), then end what it left behind."""
         if self.proc is not None:
             try:
-                self.proc.stdin.close()
+                os.close(self._fds[0])
+            except OSError:
+                pass
+            self._fds = (-1, *self._fds[1:])
+            try:
                 self.proc.wait(timeout=10)
-                self.proc = None
-            except (OSError, subprocess.TimeoutExpired):
-                self.kill()
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+
+def _main(argv: list[str]) -> None:
+    spec, channel_arg = argv[0], next(a for a in argv[1:] if a.startswith("--channel="))
+    request_fd, reply_fd, lifeline_fd = (int(x) for x in channel_arg.split("=", 1)[1].split(","))
+    serve(spec, request_fd, reply_fd, lifeline_fd)
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    _main(sys.argv[1:])

@@ -9,6 +9,8 @@ All wrap the reference adapter so everything else about them is correct.
 import os
 import time
 
+import numpy as np
+
 from came_conformance.adapters.reference import ReferenceAdapter
 
 
@@ -50,7 +52,7 @@ class _TwoBugs(ReferenceAdapter):
             snap = original()
             for p, s in zip(snap.params, snap.state):
                 if dtype == "float16":
-                    s["exp_avg"] = s["exp_avg"] * 2.0 + 1.0
+                    s["exp_avg"] = np.asarray(s["exp_avg"] * 2.0 + 1.0)  # 0-D stays an array (protocol)
                 if dtype == "float64" and p.ndim >= 2:
                     p += 1.0
             return snap
