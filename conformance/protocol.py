@@ -47,6 +47,9 @@ class TargetInfo:
     # State tensors the target keeps at a dtype other than the parameter's, by dtype; "float32"
     # means "float32 whatever the parameter dtype" (e.g. upcast state for half parameters).
     state_dtype: dict[str, str] = field(default_factory=dict)
+    # A sharded target (spec §9) lists its world sizes; its variants are then <layout mode>-w<world
+    # size> (conformance.distributed.layout) and it runs under the rank harness.
+    world_sizes: tuple[int, ...] = ()
 
 
 @dataclass

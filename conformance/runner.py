@@ -23,6 +23,7 @@ from came_conformance.arguments import param_values
 from came_conformance.cases import ErrorCase, TrajectoryCase, content_id, from_json, to_json
 from came_conformance.report import dumps
 from came_conformance.targets import resolve
+from came_conformance.distributed.harness import DistributedTargetProcess
 from came_conformance.worker import TargetProcess
 from came_conformance.reference import contract
 from came_conformance.reference.dtypes import round_to
@@ -33,12 +34,13 @@ from came_conformance.reference.hyperparams import Hyperparameters
 class Settings:
     seed: int = 0
     examples: int = 25  # Hypothesis trajectory examples per variant
+    sharding_examples: int = 25  # Hypothesis sharded cases per variant of a sharded target (spec §9)
     error_examples: int = 3  # Hypothesis examples per (error clause, argument)
     timeout: float = 120.0  # per request to the target, seconds
     shrink_calls: int = 40  # target runs Hypothesis may spend shrinking one failure (a count: reproducible)
     variants: tuple[str, ...] | None = None
     case_file: str | None = None
-    sources: tuple[str, ...] = ("fixtures", "errors", "hypothesis", "hypothesis-errors", "resume")
+    sources: tuple[str, ...] = ("fixtures", "errors", "hypothesis", "hypothesis-errors", "resume", "sharding")
     stop_on_failure: bool = False  # mutation runs: the first unexplained failure ends the run
 
     def is_full_run(self) -> bool:
@@ -167,6 +169,15 @@ def _trajectory_property(target, variant, sink, cfg):
     _property(strategy, lambda case: case, target, variant, sink, cfg, cfg.examples)
 
 
+def _sharding_property(target, variant, sink, cfg):
+    """Sharded cases (spec §9): layouts and uneven shapes drawn for this variant's mode and world size."""
+    from came_conformance.distributed.strategies import sharded_cases
+
+    info = target.info
+    strategy = sharded_cases(info.profile, info.dtypes, info.options, variant)
+    _property(strategy, lambda case: case, target, variant, sink, cfg, cfg.sharding_examples)
+
+
 def _one_per_dtype(cases: list) -> list:
     """Per dtype, the case that needs the fewest options (the plainest start for a resume check)."""
     best: dict = {}
@@ -284,6 +295,9 @@ def _run_variant(target, variant, variants, fixtures, cfg, sink, progress) -> No
         for clause in contract.clauses_for(info.api):
             for argument in clause.arguments if clause.phase in phases else ():
                 _error_property(target, variant, sink, cfg, clause, argument)
+    if "sharding" in cfg.sources and info.world_sizes and not blocked:
+        progress(f"sharded cases: {cfg.sharding_examples} examples")
+        _sharding_property(target, variant, sink, cfg)
     if "resume" in cfg.sources and "save_restore" in info.options and not blocked:
         resumable = [c for c in fixtures["trajectory"] if c.kwargs is None and c.profile == info.profile
                      and c.dtype in info.dtypes and not c.requires() - set(info.options)]
@@ -301,6 +315,11 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
     try:
         target = execute.Target(spec.name, process)
         info = target.info
+        if info.world_sizes:  # a sharded target: its ranks run under the suite's harness (spec §9)
+            process.close()
+            process = target.process = DistributedTargetProcess(spec.factory, spec.python, cfg.timeout,
+                                                                out / "target-stderr.log", dict(spec.env),
+                                                                describe_world=min(info.world_sizes))
         variants = cfg.variants or info.variants
         if set(variants) - set(info.variants):
             raise SystemExit(f"--variant: {sorted(set(variants) - set(info.variants))} not among the target's "
@@ -325,6 +344,8 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
     unobserved = deviations_mod.apply(declared, sink.records)
     if not cfg.is_full_run():  # a replay or a subset cannot show every deviation
         unobserved = []
+    rank_starts = getattr(process, "starts", None)
     return {"target": spec.name, "info": dict(info.__dict__) if info else None, "settings": cfg.to_json(),
+            **({"rank_starts": rank_starts} if rank_starts is not None else {}),
             "started": started, "seconds": round(time.time() - started, 2), "records": sink.records,
             "unobserved_deviations": unobserved, "declared_deviations": declared}

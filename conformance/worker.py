@@ -61,9 +61,10 @@ class _Server:
 
         if command == "describe":
             return self.adapter.describe()
-        if command == "open":
-            hp_json, params, dtype, variant = args
-            return self._keep(self.adapter.open(Hyperparameters.from_json(hp_json), params, dtype, variant))
+        if command == "open":  # a sharded target's rank also gets its sharding (conformance.distributed)
+            hp_json, params, dtype, variant, *sharding = args
+            return self._keep(self.adapter.open(Hyperparameters.from_json(hp_json), params, dtype, variant,
+                                                *sharding))
         if command == "construct":
             kwargs, variant = args
             return self._keep(self.adapter.construct(arguments.decode(kwargs, self.adapter.native()), variant))
@@ -78,6 +79,8 @@ class _Server:
             return session.step(grads)
         if command == "read":
             return session.read()
+        if command == "shards":  # a sharded target's rank: what it holds itself (conformance.distributed)
+            return session.shards()
         if command == "save":
             return session.save()
         if command == "restore":
@@ -172,6 +175,11 @@ class TargetProcess:
 
     def call(self, command: str, *args):
         """Returns ("ok", value) | ("not_applicable", why) | ("raised", type, message, traceback)."""
+        self.send(command, *args)
+        return self.receive()
+
+    def send(self, command: str, *args) -> None:
+        """The first half of ``call`` (the rank harness sends to every rank before it receives)."""
         if self.proc is None:
             self._start(max(self.timeout, 300.0))
         try:
@@ -179,7 +187,10 @@ class TargetProcess:
         except (BrokenPipeError, OSError):
             self.kill()
             raise TargetFailure("the target process closed its input") from None
-        return self._receive(self.timeout)
+
+    def receive(self, timeout: float | None = None):
+        """The reply to the last ``send``, within ``timeout`` (default: the per-request limit)."""
+        return self._receive(self.timeout if timeout is None else timeout)
 
     def kill(self) -> None:
         """End the worker and everything it started (its own process group)."""
