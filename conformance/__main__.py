@@ -18,6 +18,8 @@ def main(argv=None) -> int:
     run.add_argument("--examples", type=int, default=runner.Settings.examples,
                      help="Hypothesis trajectory examples per variant")
     run.add_argument("--error-examples", type=int, default=runner.Settings.error_examples)
+    run.add_argument("--sharding-examples", type=int, default=runner.Settings.sharding_examples,
+                     help="Hypothesis sharded cases per variant of a sharded target")
     run.add_argument("--timeout", type=float, default=runner.Settings.timeout, help="seconds per target request")
     run.add_argument("--shrink-calls", type=int, default=runner.Settings.shrink_calls,
                      help="target runs spent shrinking one Hypothesis failure (a count, so runs reproduce)")
@@ -31,6 +33,7 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"--sources: unknown {sorted(unknown)}; choose from {','.join(runner.Settings.sources)}")
     cfg = runner.Settings(seed=args.seed, examples=args.examples, error_examples=args.error_examples,
+                          sharding_examples=args.sharding_examples,
                           timeout=args.timeout, shrink_calls=args.shrink_calls, case_file=args.case_file,
                           variants=tuple(args.variant) if args.variant else None, sources=sources)
     out = Path(args.out or f"reports/{args.target.replace(':', '-')}")

@@ -5,7 +5,9 @@ that selects the failing outcomes it explains.  All keys of ``match`` must hold:
 
 - ``variants``, ``dtype``, ``kind``: lists of allowed values;
 - ``divergence_clause``: the clause of the first divergence (trajectory cases);
-- ``divergence_tensor``: the tensor of the first divergence;
+- ``divergence_tensor``, ``divergence_step``: the tensor and step of the first divergence;
+- ``divergence_layout``, ``divergence_factored``: a sharded target's layout of the failing
+  parameter (spec §9) and whether it is factored (true / false);
 - ``error_clause``, ``argument``, ``category``: the error case's clause, argument, outcome category;
 - ``requires_any`` / ``requires_all``: the case needs at least one / all of these options;
 - ``flags_any``: the case carries at least one of these flags;
@@ -27,6 +29,11 @@ LIST_KEYS = {
     "kind": lambda r, point: r["kind"],  # "trajectory", "error" or "resume"
     "divergence_clause": lambda r, point: point.get("clause"),
     "divergence_tensor": lambda r, point: point.get("tensor"),
+    "divergence_step": lambda r, point: point.get("step"),
+    # sharded targets (spec §9, conformance.distributed.checks.locate): the layout of the failing
+    # parameter, and whether it is factored (ndim >= 2)
+    "divergence_layout": lambda r, point: point.get("layout"),
+    "divergence_factored": lambda r, point: point.get("factored"),
     "error_clause": lambda r, point: r["clauses"][0] if r["kind"] == "error" else None,
     "argument": lambda r, point: r.get("argument"),
     "category": lambda r, point: r.get("category"),

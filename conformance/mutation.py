@@ -2,7 +2,9 @@
 
 ``python -m came_conformance.mutation [--only NAME[,NAME...]] [--out reports/mutants] [--seed 0]``
 
-1. Every mutant of ``conformance.mutants.catalogue`` is an ordinary target (``mutant:NAME``); the
+1. Every mutant of ``conformance.mutants.catalogue`` is an ordinary target (``mutant:NAME``), and
+   every sharding mutant of ``conformance.distributed.mutants`` (``sharded-mutant:NAME``, on the
+   layouts where its mistake is reachable, reported as ``sharded:NAME``); the
    whole suite runs against it with ``Settings(stop_on_failure=True)`` and a fixed seed, and the
    first unexplained failure kills it.  For each mutant the report gives the killing check
    (record id, kind, source: fixture / error vector / Hypothesis, the first-divergence clause),
@@ -34,7 +36,7 @@ from came_conformance.mutants.catalogue import CONTROLS, MUTANTS
 from came_conformance.targets import BUILTIN
 
 #: Targets that must pass (the false-alarm control), after the correct port in both profiles.
-REAL_CONTROLS = ("reference", "reference-paper", "came-pytorch", "pytorch-optimizer")
+REAL_CONTROLS = ("reference", "reference-paper", "came-pytorch", "pytorch-optimizer", "reference-dist")
 FULL_SOURCES = runner.Settings.sources
 
 
@@ -113,6 +115,29 @@ def run_mutant(name: str, out: Path, seed: int, sources: tuple[str, ...], exampl
         entry.update(status="survived", killer=None)
     elif record.get("kind") == "load":
         entry.update(status="broken", killer=_killer(record))  # the mutant itself failed to load
+    else:
+        entry.update(status="killed", killer=_killer(record), cases_to_kill=n)
+    return entry
+
+
+def run_sharding_mutant(name: str, out: Path, seed: int, sources: tuple[str, ...], examples: int,
+                        shrink_calls: int) -> dict:
+    """One sharding mutant (conformance.distributed.mutants) on the variants where it is reachable."""
+    from came_conformance.distributed.mutants import BY_NAME as SHARDED
+
+    mutant = SHARDED[name]
+    cfg = runner.Settings(seed=seed, examples=examples, sources=sources, stop_on_failure=True,
+                          shrink_calls=shrink_calls, variants=mutant.variants)
+    run_dir = out / "runs" / f"sharded-mutant-{name}"
+    entry = {"name": f"sharded:{name}", "family": "sharding", "description": mutant.description,
+             "switches": [name], "profile": "mindformers", "clauses": list(mutant.clauses)}
+    started = time.perf_counter()
+    result = runner.run(f"sharded-mutant:{name}", run_dir, cfg, progress=lambda message: None)
+    report.write_all(result, run_dir)
+    n, record = _first_unexplained(result["records"])
+    entry.update(seconds=round(time.perf_counter() - started, 2), cases=len(result["records"]))
+    if record is None:
+        entry.update(status="survived", killer=None)
     else:
         entry.update(status="killed", killer=_killer(record), cases_to_kill=n)
     return entry
@@ -213,14 +238,19 @@ def main(argv=None) -> int:
         controls = [c for c in controls if c in only or c.split(":", 1)[-1] in only]
     if args.no_controls:
         controls = []
-    unknown = only - set(mutants) - {c.split(":", 1)[-1] for c in controls} - set(controls)
+    unknown = only - set(mutants) - {c.split(":", 1)[-1] for c in controls} - set(controls) - \
+        {n for n in only if n.startswith("sharded:")}
     if unknown:
         parser.error(f"unknown mutants or controls: {sorted(unknown)}")
 
     started = time.perf_counter()
     print(f"mutation run: {len(mutants)} mutants, {len(controls)} controls, sources {','.join(sources)}"
           + (f" ({note})" if note else ""), file=sys.stderr, flush=True)
+    from came_conformance.distributed.mutants import SHARDING_MUTANTS
+
+    sharded = [m.name for m in SHARDING_MUTANTS if not only or f"sharded:{m.name}" in only]
     calls = [(run_mutant, (n, out, args.seed, sources, args.examples, args.shrink_calls)) for n in mutants]
+    calls += [(run_sharding_mutant, (n, out, args.seed, sources, args.examples, args.shrink_calls)) for n in sharded]
     calls += [(run_control, (c, out, args.seed, sources, args.examples)) for c in controls]
     results = _parallel(_call, args.jobs, calls)
     for r in results:

@@ -78,15 +78,21 @@ class Session(Protocol):
     def restore(self, blob: bytes) -> None:  # optional, with option "save_restore"
         """Load what ``save`` returned into this freshly opened session."""
 
+    def shards(self) -> list[dict[str, np.ndarray]]:  # sharded targets (spec §9)
+        """This rank's own pieces: per parameter, ``{"theta": ..., state name: ...}`` (CAME-SHARD-3)."""
+
 
 class Adapter(Protocol):
     def describe(self) -> TargetInfo: ...
 
-    def open(self, hp: Hyperparameters, params: list[np.ndarray], dtype: str, variant: str) -> Session:
+    def open(self, hp: Hyperparameters, params: list[np.ndarray], dtype: str, variant: str,
+             sharding: dict | None = None) -> Session:
         """Build the optimizer from canonical hyperparameters, for numerical cases.
 
         ``params`` are float64 arrays whose values are exact in ``dtype``; the target makes its
-        parameters of that dtype.  Raise ``NotApplicable`` for what it cannot express.
+        parameters of that dtype.  Raise ``NotApplicable`` for what it cannot express.  A sharded
+        target (``world_sizes``) also gets ``sharding`` = {"rank", "world_size", "layouts", "shapes"}
+        (conformance.distributed; its steps then get this rank's pieces of the gradients).
         """
 
     def construct(self, kwargs: dict, variant: str) -> Session:

@@ -2,7 +2,8 @@
 
 Per variant, in this order (fast and fixed first): tier 0, the golden fixtures of the target's
 profile, the error vectors and valid boundaries, Hypothesis trajectories, Hypothesis invalid
-arguments, save-and-resume.  Each outcome is appended to ``records.jsonl`` as soon as it
+arguments, sharded cases (sharded targets: their variants are layouts and their ranks run under
+``conformance.distributed.harness``, spec §9), save-and-resume.  Each outcome is appended to ``records.jsonl`` as soon as it
 exists, so a crash or a kill of the run itself loses no outcome already obtained; the final
 reports are then written from the same records.
 """

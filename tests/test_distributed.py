@@ -164,3 +164,29 @@ def test_every_sharding_mutant_is_killed_by_a_distributed_case(tmp_path, mutant)
     killed = [r for r in result["records"] if r["outcome"] in ("fail", "error")]
     assert killed, f"{mutant.name} survived"
     assert killed[0]["variant"] in mutant.variants
+
+
+def test_deviations_match_a_layout_a_step_and_factoredness():
+    """deviations.py's sharded keys select the failure point a sharded record names (CAME-SHARD-1)."""
+    from came_conformance import deviations
+
+    point = {"clause": "CAME-STEP-3", "tensor": "exp_avg_sq_col", "step": 2, "layout": "zero", "factored": True}
+    record = {"outcome": "fail", "variant": "zero-w2", "kind": "trajectory", "clauses": [], "failures": [point]}
+    base = {"id": "X", "clause": "CAME-SHARD-1", "summary": "s", "evidence": "e"}
+    assert deviations.matches({**base, "match": {"divergence_layout": ["zero"], "divergence_factored": [True],
+                                                 "divergence_step": [2, 3]}}, record)
+    assert not deviations.matches({**base, "match": {"divergence_layout": ["rows"]}}, record)
+    assert not deviations.matches({**base, "match": {"divergence_factored": [False]}}, record)
+    assert not deviations.matches({**base, "match": {"divergence_step": [1]}}, record)
+
+
+def test_the_matrix_has_a_column_per_layout():
+    from came_conformance import matrix
+
+    records = [{"id": f"c{i}", "kind": "trajectory", "variant": v, "outcome": o, "dtype": "float64", "steps": []}
+               for i, (v, o) in enumerate([("zero-w2", "pass"), ("rows-w2", "fail"), ("rows-w2", "pass")])]
+    doc = {"target": "t", "info": {"world_sizes": [2], "variants": ["zero-w2", "rows-w2"], "profile": "paper",
+                                   "dtypes": ["float64"]}, "records": records, "verdict": {}}
+    columns = matrix.by_layout([doc, {"target": "single", "info": {}, "records": [], "verdict": {}}])
+    assert [c["target"] for c in columns] == ["t/zero-w2", "t/rows-w2", "single"]
+    assert columns[0]["verdict"]["conforms_except_declared"] and not columns[1]["verdict"]["conforms_except_declared"]

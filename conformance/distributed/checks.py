@@ -5,7 +5,7 @@
 - ``check_ranks``: every other rank's full view equals rank 0's bit for bit (CAME-SHARD-2): the
   replicas of a sharded optimizer never drift apart;
 - the same function: what each rank holds itself (``shards``) is the layout's piece of the full
-  tensor, padding zero (CAME-SHARD-3), so a port whose gather hides a misplaced shard is caught;
+  tensor (CAME-SHARD-3; the value a port keeps in ZeRO's padding is its own), so a port whose gather hides a misplaced shard is caught;
 - ``locate``: the ranks that own the element a failure names, for the record.
 """
 from __future__ import annotations
@@ -70,7 +70,11 @@ def check_ranks(step: int, snap) -> list[RankCheck]:
             for name in [n for n in ORDER if n in held and n in full]:
                 kind = layout.state_layout(lay, shape, name)
                 expected = layout.shard(full[name], kind, snap.world, rank)
-                found = _first_difference(held[name], expected)
+                got = np.asarray(held[name])
+                if kind == "zero" and got.shape == expected.shape:  # the padding's value is the port's own
+                    real = max(0, min(expected.size, int(np.size(full[name])) - rank * expected.size))
+                    got, expected = got[:real], expected[:real]
+                found = _first_difference(got, expected)
                 if found is not None:
                     out.append(_fail(step, i, name, "CAME-SHARD-3", rank, found,
                                      f"rank {rank} holds {np.shape(held[name])} where the {kind} layout puts the "
@@ -81,12 +85,13 @@ def check_ranks(step: int, snap) -> list[RankCheck]:
 
 
 def locate(point: dict, snap) -> dict:
-    """Add ``rank`` (the owning ranks of the failing element) and ``layout`` to a failure point."""
+    """Add ``rank`` (the owning ranks of the failing element), ``layout`` and ``factored`` to a failure point."""
     i = point.get("param")
     if i is None or i >= len(snap.layouts) or point.get("tensor") is None:
         return point
     lay = snap.layouts[i]
     point["layout"] = lay
+    point["factored"] = np.ndim(snap.params[i]) >= 2
     if point.get("rank") is None:
         shape = tuple(np.shape(snap.params[i]))
         index = point.get("index")
