@@ -26,7 +26,8 @@ MAX_SIZE = int(os.environ.get("CAME_MAX_ARRAY_SIZE", "64"))
 
 #: The project's modules, all of them: see ``load_project_modules``.  The adapters package is
 #: left out: its modules run in the target's worker, never in the runner.
-PROJECT_PACKAGES = ("reference", "fixtures", "conformance", "came_conformance.mutants")
+PROJECT_PACKAGES = ("reference", "fixtures", "conformance", "came_conformance.mutants",
+                    "came_conformance.distributed")
 
 
 def load_project_modules() -> None:
