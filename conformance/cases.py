@@ -37,6 +37,9 @@ class TrajectoryCase:
     # arguments (conformance.arguments) instead of from ``hp``; ``hp`` is then the canonical
     # equivalent the reference steps with.  Constructor-made parameters are float32 (protocol).
     kwargs: dict | None = None
+    # A sharded case (spec §9): each parameter's layout (conformance.distributed.layout); the world
+    # size is the variant's.  None: the variant's default layouts.
+    layouts: tuple[str, ...] | None = None
     kind: str = field(default="trajectory", init=False)
 
     def requires(self) -> frozenset[str]:
@@ -107,7 +110,8 @@ def to_json(case) -> dict:
     return {"kind": "trajectory", "id": case.id, "profile": case.profile, "dtype": case.dtype, "kwargs": case.kwargs,
             "flags": list(case.flags), "clauses": list(case.clauses), "source": case.source,
             "hyperparameters": case.hp.to_json(), "params": [hex_array(p) for p in case.params],
-            "grads": [[hex_array(g) for g in step] for step in case.grads]}
+            "grads": [[hex_array(g) for g in step] for step in case.grads],
+            **({"layouts": list(case.layouts)} if case.layouts else {})}
 
 
 def from_json(obj: dict):
@@ -120,7 +124,7 @@ def from_json(obj: dict):
         params=[array_from_hex(p) for p in obj["params"]],
         grads=[[array_from_hex(g) for g in step] for step in obj["grads"]], dtype=obj["dtype"],
         flags=tuple(obj["flags"]), clauses=tuple(obj["clauses"]), source=obj.get("source", ""),
-        kwargs=obj.get("kwargs"))
+        kwargs=obj.get("kwargs"), layouts=tuple(obj["layouts"]) if obj.get("layouts") else None)
 
 
 class InvalidCase(ValueError):

@@ -80,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--examples", type=_count(1), default=runner.Settings.examples,
                      help="Hypothesis trajectory examples per variant")
     run.add_argument("--error-examples", type=_count(1), default=runner.Settings.error_examples)
+    run.add_argument("--sharding-examples", type=_count(1), default=runner.Settings.sharding_examples,
+                     help="Hypothesis sharded cases per variant of a sharded target")
     run.add_argument("--timeout", type=_seconds, default=runner.Settings.timeout,
                      help="seconds per target request, start-up included")
     run.add_argument("--shrink-calls", type=_count(0), default=runner.Settings.shrink_calls,
@@ -168,7 +170,8 @@ def settings(args) -> tuple[runner.Settings, Path]:
             raise UsageError(f"argument --variant: {bad[0][:80]!r} is not a variant name")
         _check_variants(spec, variants, args.timeout)
     cfg = runner.Settings(seed=args.seed, examples=args.examples, error_examples=args.error_examples,
-                          timeout=args.timeout, shrink_calls=args.shrink_calls, case_file=args.case_file,
+                          sharding_examples=args.sharding_examples, timeout=args.timeout,
+                          shrink_calls=args.shrink_calls, case_file=args.case_file,
                           variants=variants, sources=sources, signatures=args.signatures,
                           deviations=str(spec.deviations) if spec.deviations_named else None)
     return cfg, out

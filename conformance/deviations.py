@@ -18,7 +18,8 @@ lists, per target, each way it departs from the spec: id, clause, summary, evide
   clause, tensor, factored-ness (true / false), divergence kind (``DIVERGENCES``: ``value`` a finite
   value off its bound, ``zero`` exactly 0 where the reference is not, ``nan`` / ``inf`` where the
   reference is finite, ``finite`` where it is not, ``shape``, ``missing``, ``raised``, ``counter``,
-  ``crash``, ``count``) and sharding layout;
+  ``crash``, ``count``) and sharding layout (spec §9);
+- ``divergence_step``: the step at which the point failed;
 - ``error_clause``, ``argument``, ``category``: an error case's clause, argument, outcome category;
 - ``requires_any`` / ``requires_all``: the case needs at least one / all of these options;
 - ``flags_any`` / ``flags_all`` / ``flags_none``: the case carries one / all / none of these flags;
@@ -52,6 +53,7 @@ RECORD_KEYS = {
     "divergence_tensor": lambda r, p: p.get("tensor"),
     "factored": lambda r, p: p.get("factored"),
     "divergence": lambda r, p: p.get("divergence"),
+    "divergence_step": lambda r, p: p.get("step"),
     "layout": lambda r, p: p.get("layout") or r.get("layout"),
     "error_clause": lambda r, p: r["clauses"][0] if r["kind"] == "error" else None,
     "argument": lambda r, p: r.get("argument"),

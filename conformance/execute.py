@@ -12,6 +12,8 @@ import numpy as np
 
 from came_conformance import compare
 from came_conformance.cases import ErrorCase, TrajectoryCase, to_json
+from came_conformance.distributed import checks as sharded_checks
+from came_conformance.distributed.harness import ShardedSnapshot
 from came_conformance.protocol import Snapshot
 from came_conformance.worker import TargetFailure, TargetProcess
 from came_conformance.fixtures.generate import run as reference_run
@@ -122,7 +124,8 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
     if case.kwargs is not None:  # an api case: the documented constructor
         reply = p.call("construct", case.kwargs, variant)
     else:
-        reply = p.call("open", case.hp.to_json(), case.params, case.dtype, variant)
+        layouts = [list(case.layouts)] if case.layouts else []  # a sharded case's layouts (spec §9)
+        reply = p.call("open", case.hp.to_json(), case.params, case.dtype, variant, *layouts)
     if reply[0] == "not_applicable":
         return new_record(case, variant, NOT_APPLICABLE, reply[1])
     if reply[0] == "raised":
@@ -170,9 +173,14 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
                                  "divergence": "counter", "note": f"the target's step counter is {snap.step}, not {t}"})
             checks = compare.check_step(t, lambda i: case.hp.step_hyper(t, i), prev.params, prev.state, grads,
                                         snap, case.dtype, state_dtype, regimes)
+            sharded = isinstance(snap, ShardedSnapshot)
+            if sharded:  # CAME-SHARD-2, CAME-SHARD-3: the ranks agree, each holds its layout's piece
+                checks += sharded_checks.check_ranks(t, snap)
             # Every failing tensor of a parameter at the step where it first fails (issue: name every
             # failing clause, not only the first equation that differs); later steps add nothing for it.
             fresh = [p for p in failure_points(checks, case.params) if p["param"] not in failed]
+            if sharded:  # the ranks and the layout of each point
+                fresh = [sharded_checks.locate(p, snap) for p in fresh]
             failures += fresh
             failed.update(p["param"] for p in fresh)
             if any(c.clause == "CAME-STATE-2" for c in checks if not c.ok):
@@ -206,7 +214,11 @@ def describe_divergence(first: dict) -> str:
     if first.get("tensor"):
         where += f", {first['tensor']}"
     if first.get("index") is not None:
-        where += f"[{', '.join(map(str, first['index']))}] (param {first['param']}): target " \
+        ranks = first.get("rank")  # a sharded target (spec §9): who holds the element, in which layout
+        held = "" if ranks is None else f", rank {ranks}" if isinstance(ranks, int) else \
+            f", rank {ranks[0]}" if len(ranks) == 1 else f", ranks {ranks[0]}-{ranks[-1]}"
+        held += f", {first['layout']}" if first.get("layout") else ""
+        where += f"[{', '.join(map(str, first['index']))}] (param {first['param']}{held}): target " \
                  f"{first['target_value']!r}, reference {first['reference_value']!r}, " \
                  f"{first.get('element_ulps', first['max_ulps']):.3g} ulps, tolerance {first['tolerance']:.3g}"
     note = f" {first['note']}" if first.get("note") else ""

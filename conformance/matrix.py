@@ -178,6 +178,30 @@ def plot(docs: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def by_layout(docs: list[dict]) -> list[dict]:
+    """A sharded target (spec §9) becomes one column per layout variant, ``target/variant``.
+
+    Each column's verdict is taken on that variant's records only, as if the target had that one
+    variant; whether a declared deviation was refuted stays with the whole target's verdict (a
+    layout alone cannot show every deviation).
+    """
+    out = []
+    for doc in docs:
+        if not (doc.get("info") or {}).get("world_sizes"):
+            out.append(doc)
+            continue
+        for variant in doc["info"]["variants"]:
+            records = [r for r in doc["records"] if r["variant"] in (variant, "-")]
+            if records:
+                info = {**doc["info"], "variants": [variant]}
+                settings = {**(doc.get("settings") or {}), "variants": None, "case_file": None}
+                declared = (doc.get("deviations") or {}).get("declared") or []
+                out.append({**doc, "target": f"{doc['target']}/{variant}", "records": records, "info": info,
+                            "verdict": report.verdict({"records": records, "info": info, "settings": settings,
+                                                       "deviation_status": {}, "declared_deviations": declared})})
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m came_conformance.matrix")
     parser.add_argument("targets", nargs="+")
@@ -195,7 +219,8 @@ def main(argv=None) -> int:
                                 progress=lambda m: print(m, file=sys.stderr, flush=True))
             report.write_all(result, target_out)
         docs.append(json.loads((target_out / "report.json").read_text()))
-    text, table = render(docs)
+    columns = by_layout(docs)
+    text, table = render(columns)
     report._atomic_write(out / "matrix.md", text)
     report._atomic_write(out / "matrix.json", report.dumps(table, indent=1))
     plot(docs, out / "matrix.png")

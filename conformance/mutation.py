@@ -2,7 +2,9 @@
 
 ``python -m came_conformance.mutation [--only NAME[,NAME...]] [--out reports/mutants] [--seed 0]``
 
-1. Every mutant of ``conformance.mutants.catalogue`` is an ordinary target (``mutant:NAME``); the
+1. Every mutant of ``conformance.mutants.catalogue`` is an ordinary target (``mutant:NAME``), and
+   every sharding mutant of ``conformance.distributed.mutants`` (``sharded-mutant:NAME``, on the
+   layouts where its mistake is reachable, reported as ``sharded:NAME``); the
    whole suite runs against it with ``Settings(stop_on_failure=True)`` and a fixed seed, and the
    first unexplained failure kills it.  For each mutant the report gives the killing check
    (record id, kind, source: fixture / error vector / Hypothesis, the first-divergence clause),
@@ -40,6 +42,8 @@ from came_conformance.targets import BUILTIN
 
 #: Targets that must pass (the false-alarm control), after the correct port in both profiles.
 REAL_CONTROLS = ("reference", "reference-paper", "came-pytorch", "pytorch-optimizer")
+#: With --sharded: the sharded reference on real gloo ranks, the control of the sharding mutants.
+SHARDED_CONTROLS = ("reference-dist",)
 FULL_SOURCES = runner.Settings.sources
 
 
@@ -170,6 +174,29 @@ def external_targets(items: list[str]) -> list[str]:
     return out
 
 
+def run_sharding_mutant(name: str, out: Path, seed: int, sources: tuple[str, ...], examples: int,
+                        shrink_calls: int) -> dict:
+    """One sharding mutant (conformance.distributed.mutants) on the variants where it is reachable."""
+    from came_conformance.distributed.mutants import BY_NAME as SHARDED
+
+    mutant = SHARDED[name]
+    cfg = runner.Settings(seed=seed, examples=examples, sources=sources, stop_on_failure=True,
+                          shrink_calls=shrink_calls, variants=mutant.variants)
+    run_dir = out / "runs" / f"sharded-mutant-{name}"
+    entry = {"name": f"sharded:{name}", "family": "sharding", "description": mutant.description,
+             "switches": [name], "profile": "mindformers", "clauses": list(mutant.clauses)}
+    started = time.perf_counter()
+    result = runner.run(f"sharded-mutant:{name}", run_dir, cfg, progress=lambda message: None)
+    report.write_all(result, run_dir)
+    n, record = _first_unexplained(result["records"])
+    entry.update(seconds=round(time.perf_counter() - started, 2), cases=len(result["records"]))
+    if record is None:
+        entry.update(status="survived", killer=None)
+    else:
+        entry.update(status="killed", killer=_killer(record), cases_to_kill=n)
+    return entry
+
+
 def run_control(target: str, out: Path, seed: int, sources: tuple[str, ...], examples: int) -> dict:
     """One correct target under the same suite, without stopping: it must pass (except deviations)."""
     if target in BUILTIN:
@@ -254,6 +281,11 @@ def main(argv=None) -> int:
                         help="target runs spent shrinking a mutant's failing Hypothesis example")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (each is two processes)")
     parser.add_argument("--no-controls", action="store_true")
+    parser.add_argument("--sharded", action="store_true",
+                        help="also the sharding mutants (conformance.distributed.mutants) on real gloo ranks, "
+                             "with the reference-dist control")
+    parser.add_argument("--sharded-only", action="store_true",
+                        help="only the sharding mutants and their control (make mutants-sharded)")
     parser.add_argument("--no-stacking", action="store_true",
                         help="skip stacking each built-in target's deviations file on every mutant")
     parser.add_argument("--sources", help="comma-separated subset of " + ",".join(FULL_SOURCES)
@@ -272,14 +304,17 @@ def main(argv=None) -> int:
     if args.sources:
         sources, note = tuple(args.sources.split(",")), "sources chosen on the command line"
     only = {n for item in args.only or () for n in item.split(",") if n}
-    mutants = [m.name for m in MUTANTS if not only or m.name in only]
+    mutants = [] if args.sharded_only else [m.name for m in MUTANTS if not only or m.name in only]
     mutants += sorted(n for n in only if "--" in n)  # NAME--profile: a mutant in the other profile
-    controls = [f"mutant:{c.name}" for c in CONTROLS] + list(REAL_CONTROLS)
+    sharded_run = args.sharded or args.sharded_only or any(n.startswith("sharded:") for n in only)
+    controls = [] if args.sharded_only else [f"mutant:{c.name}" for c in CONTROLS] + list(REAL_CONTROLS)
+    controls += list(SHARDED_CONTROLS if sharded_run else ())
     if only:
         controls = [c for c in controls if c in only or c.split(":", 1)[-1] in only]
     if args.no_controls:
         controls = []
-    unknown = only - set(mutants) - {c.split(":", 1)[-1] for c in controls} - set(controls)
+    unknown = only - set(mutants) - {c.split(":", 1)[-1] for c in controls} - set(controls) - \
+        {n for n in only if n.startswith("sharded:")}
     if unknown:
         parser.error(f"unknown mutants or controls: {sorted(unknown)}")
     external: list[str] = []
@@ -294,8 +329,13 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     print(f"mutation run: {len(mutants) + len(external)} mutants, {len(controls)} controls, sources {','.join(sources)}"
           + (f" ({note})" if note else ""), file=sys.stderr, flush=True)
+    from came_conformance.distributed.mutants import SHARDING_MUTANTS
+
+    sharded = [m.name for m in SHARDING_MUTANTS if sharded_run and not external
+               and (not only or f"sharded:{m.name}" in only)]
     calls = [(run_mutant, (n, out, args.seed, sources, args.examples, args.shrink_calls)) for n in mutants]
     calls += [(run_external_mutant, (t, out, args.seed, sources, args.examples, args.shrink_calls)) for t in external]
+    calls += [(run_sharding_mutant, (n, out, args.seed, sources, args.examples, args.shrink_calls)) for n in sharded]
     calls += [(run_control, (c, out, args.seed, sources, args.examples)) for c in controls]
     results = _parallel(_call, args.jobs, calls)
     for r in results:

@@ -47,6 +47,9 @@ class TargetInfo:
     # State tensors the target keeps at a dtype other than the parameter's, by dtype; "float32"
     # means "float32 whatever the parameter dtype" (e.g. upcast state for half parameters).
     state_dtype: dict[str, str] = field(default_factory=dict)
+    # A sharded target (spec §9) lists its world sizes; its variants are then <layout mode>-w<world
+    # size> (conformance.distributed.layout) and it runs under the rank harness.
+    world_sizes: tuple[int, ...] = ()
     # Per execution variant, where it differs from the target-wide declaration: that variant's
     # options and dtypes (e.g. variant_dtypes={"compiled": ("float32",)}); a variant named in
     # neither has ``options`` and ``dtypes``.
@@ -103,15 +106,21 @@ class Session(Protocol):
     def restore(self, blob: bytes) -> None:  # optional, with option "save_restore"
         """Load what ``save`` returned into this freshly opened session."""
 
+    def shards(self) -> list[dict[str, np.ndarray]]:  # sharded targets (spec §9)
+        """This rank's own pieces: per parameter, ``{"theta": ..., state name: ...}`` (CAME-SHARD-3)."""
+
 
 class Adapter(Protocol):
     def describe(self) -> TargetInfo: ...
 
-    def open(self, hp: Hyperparameters, params: list[np.ndarray], dtype: str, variant: str) -> Session:
+    def open(self, hp: Hyperparameters, params: list[np.ndarray], dtype: str, variant: str,
+             sharding: dict | None = None) -> Session:
         """Build the optimizer from canonical hyperparameters, for numerical cases.
 
         ``params`` are float64 arrays whose values are exact in ``dtype``; the target makes its
-        parameters of that dtype.  Raise ``NotApplicable`` for what it cannot express.
+        parameters of that dtype.  Raise ``NotApplicable`` for what it cannot express.  A sharded
+        target (``world_sizes``) also gets ``sharding`` = {"rank", "world_size", "layouts", "shapes"}
+        (conformance.distributed; its steps then get this rank's pieces of the gradients).
         """
 
     def construct(self, kwargs: dict, variant: str) -> Session:

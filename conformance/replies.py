@@ -35,6 +35,8 @@ _explicit = {
     "options": {"type": "array", "uniqueItems": True, "items": {"enum": list(OPTIONS)}},
     "state_dtype": {"type": "object", "propertyNames": {"enum": list(DTYPES)},
                     "additionalProperties": {"enum": list(DTYPES)}},
+    "world_sizes": {"type": "array", "maxItems": 8, "uniqueItems": True,
+                    "items": {"type": "integer", "minimum": 1, "maximum": 64}},
     "variant_options": {"type": "object", "maxProperties": 64, "propertyNames": {"pattern": VARIANT_PATTERN},
                         "additionalProperties": {"type": "array", "uniqueItems": True, "items": {"enum": list(OPTIONS)}}},
     "variant_dtypes": {"type": "object", "maxProperties": 64, "propertyNames": {"pattern": VARIANT_PATTERN},
@@ -82,7 +84,7 @@ def target_info(value) -> TargetInfo:
         raise BadReply(f"describe() returned an invalid TargetInfo: at {_where(first)}: "
                        f"{truncate(first.message, 300)}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
     fields = dict(value)
-    for name in ("dtypes", "variants"):
+    for name in ("dtypes", "variants", "world_sizes"):
         if name in fields:
             fields[name] = tuple(fields[name])
     if "options" in fields:
@@ -134,7 +136,15 @@ def _checkpoint(value) -> bytes:
     return value
 
 
-_VALUES = {"describe": target_info, "read": snapshot, "save": _checkpoint,
+def _shards(value) -> list[dict]:
+    """A sharded rank's own pieces (conformance.distributed): per parameter, a dict of arrays."""
+    if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
+        raise BadReply(f"shards() returned a {type(value).__name__}, not a list of dicts of arrays")
+    return [{_text(k, "a shard's name", NAME_CHARS): _array(v, f"shards()[{i}][{k!r}]") for k, v in p.items()}
+            for i, p in enumerate(value)]
+
+
+_VALUES = {"describe": target_info, "read": snapshot, "save": _checkpoint, "shards": _shards,
            "open": lambda v: _session_id("open", v), "construct": lambda v: _session_id("construct", v)}
 
 

@@ -99,7 +99,8 @@ def write_all(run: dict, out) -> dict:
         "schemaVersion": SCHEMA_VERSION, "target": run["target"], "info": run["info"], "settings": run["settings"],
         "environment": {"python": sys.version.split()[0], "platform": platform.platform(),
                         "runner_packages": _versions("numpy", "hypothesis", "mpmath"),
-                        "CAME_MAX_ARRAY_SIZE": os.environ.get("CAME_MAX_ARRAY_SIZE", "64")},
+                        "CAME_MAX_ARRAY_SIZE": os.environ.get("CAME_MAX_ARRAY_SIZE", "64"),
+                        **({"rank_starts": run["rank_starts"]} if "rank_starts" in run else {})},  # spec §9
         "run": run_info, "seconds": run["seconds"], "verdict": summary,
         "deviations": {"file": run.get("deviations_file"), "declared": run["declared_deviations"],
                        "status": run.get("deviation_status") or {}},

@@ -2,7 +2,8 @@
 
 Per variant, in this order (fast and fixed first): tier 0, the golden fixtures of the target's
 profile, the error vectors and valid boundaries, Hypothesis trajectories, Hypothesis invalid
-arguments, save-and-resume.  Each outcome is appended to ``records.jsonl`` as soon as it
+arguments, sharded cases (sharded targets: their variants are layouts and their ranks run under
+``conformance.distributed.harness``, spec §9), save-and-resume.  Each outcome is appended to ``records.jsonl`` as soon as it
 exists, so a crash or a kill of the run itself loses no outcome already obtained; the final
 reports are then written from the same records.
 """
@@ -23,6 +24,7 @@ from came_conformance.arguments import param_values
 from came_conformance.cases import ErrorCase, TrajectoryCase, content_id, load_case_file, to_json
 from came_conformance.report import dumps
 from came_conformance.targets import TARGETS_DIR, resolve
+from came_conformance.distributed.harness import DistributedTargetProcess
 from came_conformance.worker import TargetProcess
 from came_conformance.reference import contract
 from came_conformance.reference.dtypes import round_to
@@ -33,13 +35,14 @@ from came_conformance.reference.hyperparams import Hyperparameters
 class Settings:
     seed: int = 0
     examples: int = 25  # Hypothesis trajectory examples per variant
+    sharding_examples: int = 25  # Hypothesis sharded cases per variant of a sharded target (spec §9)
     error_examples: int = 3  # Hypothesis examples per (error clause, argument)
     timeout: float = 120.0  # per request to the target, seconds
     shrink_calls: int = 40  # target runs Hypothesis may spend shrinking one failure (a count: reproducible)
     signatures: int = 6  # distinct failure signatures one Hypothesis property reports before it stops drawing
     variants: tuple[str, ...] | None = None
     case_file: str | None = None
-    sources: tuple[str, ...] = ("fixtures", "errors", "hypothesis", "hypothesis-errors", "resume")
+    sources: tuple[str, ...] = ("fixtures", "errors", "hypothesis", "hypothesis-errors", "resume", "sharding")
     stop_on_failure: bool = False  # mutation runs: the first unexplained failure ends the run
     deviations: str | None = None  # a deviations file for any target (--deviations; else CAME_DEVIATIONS)
 
@@ -200,6 +203,15 @@ def _trajectory_property(target, variant, sink, cfg):
     info = target.info
     strategy = strategies.trajectory_cases(info.profile, info.dtypes_for(variant), info.options_for(variant))
     _property(strategy, lambda case: case, target, variant, sink, cfg, cfg.examples)
+
+
+def _sharding_property(target, variant, sink, cfg):
+    """Sharded cases (spec §9): layouts and uneven shapes drawn for this variant's mode and world size."""
+    from came_conformance.distributed.strategies import sharded_cases
+
+    info = target.info
+    strategy = sharded_cases(info.profile, info.dtypes, info.options, variant)
+    _property(strategy, lambda case: case, target, variant, sink, cfg, cfg.sharding_examples)
 
 
 def _one_per_dtype(cases: list) -> list:
@@ -412,6 +424,9 @@ class Plan:
                            lambda sink, c=c, a=a: _error_property(target, variant, sink, cfg, c, a),
                            announce="" if k else "hypothesis invalid arguments")
                       for k, (c, a) in enumerate(drawn)]
+        if "sharding" in cfg.sources and info.world_sizes:
+            units.append(Unit(variant, "sharding", lambda sink: _sharding_property(target, variant, sink, cfg),
+                              numeric=True, announce=f"sharded cases: {cfg.sharding_examples} examples"))
         if "resume" in cfg.sources and "save_restore" in options:
             resumable = [c for c in fixtures["trajectory"] if c.kwargs is None and c.profile == info.profile
                          and c.dtype in dtypes and not c.requires() - set(options)]
@@ -456,7 +471,8 @@ def check_variants(info, cfg: Settings) -> tuple[str, ...]:
 
 
 def finish(spec, cfg: Settings, declared: list[dict], sink: Sink, info, started: float, warnings: list[str],
-           stopped: str | None = None, aborted: str | None = None, target_argument: str | None = None) -> dict:
+           stopped: str | None = None, aborted: str | None = None, target_argument: str | None = None,
+           rank_starts: dict | None = None) -> dict:
     """The run's result from its records; ``stopped`` or ``aborted`` say why it ended before its
     last unit (the first: by design, as a mutation run stops; the second: a signal)."""
     ending = rundir.ABORTED if aborted else rundir.STOPPED if stopped else rundir.COMPLETE
@@ -466,7 +482,8 @@ def finish(spec, cfg: Settings, declared: list[dict], sink: Sink, info, started:
             "deviation_status": status, "declared_deviations": declared,
             "deviations_file": deviations_mod.file_identity(spec.deviations, TARGETS_DIR.parent),
             "warnings": warnings, "stopped": stopped, "aborted": aborted,
-            "target_argument": target_argument or spec.name, "run": sink.directory.run_fields(ending, aborted or "")}
+            "target_argument": target_argument or spec.name, "run": sink.directory.run_fields(ending, aborted or ""),
+            **({"rank_starts": rank_starts} if rank_starts is not None else {})}  # spec §9: cost of the ranks
 
 
 def load_failure(sink: Sink, exc: Exception) -> None:
@@ -483,6 +500,11 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
     try:
         target = execute.Target(spec.name, process)
         info = target.info
+        if info.world_sizes:  # a sharded target: its ranks run under the suite's harness (spec §9)
+            process.close()
+            process = target.process = DistributedTargetProcess(spec.factory, spec.python, cfg.timeout,
+                                                                sink.directory.path / rundir.LOG, dict(spec.env),
+                                                                describe_world=min(info.world_sizes))
         variants = check_variants(info, cfg)
         if replay is not None:
             for variant in variants:
@@ -506,4 +528,5 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
         load_failure(sink, exc)
     finally:
         process.close()
-    return finish(spec, cfg, declared, sink, info, started, warnings, stopped, aborted, target_name)
+    return finish(spec, cfg, declared, sink, info, started, warnings, stopped, aborted, target_name,
+                  getattr(process, "starts", None))

@@ -28,7 +28,7 @@ MAX_SIZE = int(os.environ.get("CAME_MAX_ARRAY_SIZE", "64"))
 #: left out: its modules run in the target's worker, never in the runner.  Names of the one
 #: namespace, so an installed wheel (which has no top-level ``reference``) loads the same modules.
 PROJECT_PACKAGES = ("came_conformance.reference", "came_conformance.fixtures", "came_conformance",
-                    "came_conformance.mutants")
+                    "came_conformance.mutants", "came_conformance.distributed")
 
 
 def load_project_modules() -> None:

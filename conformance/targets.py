@@ -1,6 +1,7 @@
 """Choosing a target without editing the suite.
 
-``TARGET`` is a built-in name (the table below), ``mutant:NAME`` (conformance.mutants), or any
+``TARGET`` is a built-in name (the table below), ``mutant:NAME`` (conformance.mutants),
+``sharded-mutant:NAME`` (conformance.distributed.mutants), or any
 ``package.module:factory``; the python that runs the worker is the built-in's environment,
 or ``CAME_TARGET_PYTHON`` for a vendor's module (default: this interpreter).
 
@@ -44,6 +45,10 @@ BUILTIN = {
     "mindspore": ("came_conformance.adapters.mindspore:factory", "mindspore"),
     "came-pytorch": ("came_conformance.adapters.came_pytorch:factory", "core"),
     "pytorch-optimizer": ("came_conformance.adapters.pytorch_optimizer:factory", "core"),
+    # sharded targets (spec §9): their ranks run under conformance.distributed.harness
+    "reference-dist": ("came_conformance.adapters.reference_sharded:factory", "core"),
+    "colossalai": ("came_conformance.adapters.colossalai:factory", "colossalai"),
+    "colossalai-dist": ("came_conformance.adapters.colossalai_dist:factory", "colossalai"),
 }
 
 
@@ -62,6 +67,10 @@ def _resolve(target: str) -> TargetSpec:
         python = _venv_python(venv) if venv else sys.executable
         deviations = TARGETS_DIR / target / "deviations.json"
         return TargetSpec(target, factory, python, deviations=deviations if deviations.exists() else None)
+    if target.startswith("sharded-mutant:"):  # conformance.distributed.mutants
+        bugs = target.split(":", 1)[1]
+        return TargetSpec(target, "came_conformance.adapters.reference_sharded:factory", _venv_python("core"),
+                          env=(("CAME_SHARDED_BUGS", bugs),))
     if target.startswith("mutant:"):
         return TargetSpec(target, f"came_conformance.mutants:factory_{target.split(':', 1)[1].replace('-', '_')}",
                           sys.executable)

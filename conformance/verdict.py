@@ -209,8 +209,8 @@ def _severity(record: dict) -> str:
 def _size(record: dict) -> tuple:
     """How small a counterexample is: shrunk first, then fewer elements and steps."""
     case = record.get("case") or {}
-    numel = sum(len(p.get("hex", ())) for p in case.get("params", ()))
-    return (not record.get("hypothesis", {}).get("shrunk", False), numel, len(case.get("grads", ())))
+    numel = sum(len(p.get("hex", ())) for p in case.get("params") or ())
+    return (not (record.get("hypothesis") or {}).get("shrunk", False), numel, len(case.get("grads") or ()))
 
 
 def _smaller(a: dict, b: dict) -> bool:

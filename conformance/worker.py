@@ -73,9 +73,10 @@ class _Server:
 
         if command == "describe":
             return _wire(self.adapter.describe())
-        if command == "open":
-            hp_json, params, dtype, variant = args
-            return self._keep(self.adapter.open(Hyperparameters.from_json(hp_json), params, dtype, variant))
+        if command == "open":  # a sharded target's rank also gets its sharding (conformance.distributed)
+            hp_json, params, dtype, variant, *sharding = args
+            return self._keep(self.adapter.open(Hyperparameters.from_json(hp_json), params, dtype, variant,
+                                                *sharding))
         if command == "construct":
             kwargs, variant = args
             return self._keep(self.adapter.construct(arguments.decode(kwargs, self.adapter.native()), variant))
@@ -90,6 +91,8 @@ class _Server:
             return session.step(grads)
         if command == "read":
             return _wire(session.read())
+        if command == "shards":  # a sharded target's rank: what it holds itself (conformance.distributed)
+            return session.shards()
         if command == "save":
             blob = session.save()
             return bytes(blob) if isinstance(blob, (bytearray, memoryview)) else blob
@@ -203,6 +206,7 @@ class TargetProcess:
         self._fds: tuple[int, int, int] | None = None
         self._drain = None
         self._last_id = 0
+        self._pending: tuple = (None, None, None)  # (command, request id, deadline) between send and receive
 
     # ---- start-up ----
     def _start(self) -> None:
@@ -273,14 +277,23 @@ class TargetProcess:
 
     def call(self, command: str, *args):
         """Returns ("ok", value) | ("not_applicable", why) | ("raised", type, message, traceback, mro_names)."""
+        self.send(command, *args)
+        return self.receive()
+
+    def send(self, command: str, *args) -> None:
+        """The first half of ``call``: the request is written (the rank harness sends to every rank
+        before it receives from any)."""
         if self.proc is None:
             if command == "close":
-                return ("ok", None)  # the session ended with its worker
+                self._pending = (command, None, None)  # the session ended with its worker
+                return
             self._guarded(self._start)
         self._last_id += 1
         rid = self._last_id
         chunks = channel.pack({"id": rid, "command": command, "args": list(args)})
-        return interpret(command, self._guarded(self._exchange, chunks, rid, command))
+        deadline = time.monotonic() + self.timeout
+        self._guarded(self._write, chunks, deadline)
+        self._pending = (command, rid, deadline)
 
     def _guarded(self, function, *args):
         """Interrupted mid-request (SIGINT: conform.py), the worker is killed: its reply would come out of turn."""
@@ -292,8 +305,20 @@ class TargetProcess:
             self.kill()
             raise
 
-    def _exchange(self, chunks, rid: int, command: str) -> dict:
-        deadline = time.monotonic() + self.timeout
+    def receive(self, timeout: float | None = None):
+        """The reply to the last ``send``, within ``timeout`` seconds from now (default: the
+        per-request limit, counted from the send)."""
+        command, rid, deadline = self._pending
+        self._pending = (None, None, None)
+        if command is None:
+            raise RuntimeError("receive() without a pending send()")
+        if rid is None:
+            return ("ok", None)  # close of a session that ended with its worker
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+        return interpret(command, self._guarded(self._receive, deadline, rid, command))
+
+    def _write(self, chunks, deadline: float) -> None:
         try:
             channel.write_chunks(self._fds[0], chunks, deadline)
         except channel.Timeout:
@@ -301,7 +326,6 @@ class TargetProcess:
             raise TargetFailure(f"the target did not take its request within {self.timeout:g} s (killed)") from None
         except OSError:  # it closed its input: it is dying or dead
             self._died()
-        return self._receive(deadline, rid, command)
 
     # ---- ending ----
     def _close_fds(self) -> None:

@@ -157,3 +157,18 @@ def test_a_half_precision_deviation_does_not_absorb_a_momentum_bug(tmp_path):
     assert {"float64", "float32", "float16", "bfloat16"} <= {r["dtype"] for r in unexplained}
     assert all(p["clause"] == "CAME-STEP-6" and p["factored"] is False
                for r in unexplained for p in r["failures"])
+
+
+def test_failures_group_by_signature_with_the_smallest_case_first():
+    """Issue 13: one group per signature; error cases (no gradients) and shrunk cases sort without fuss."""
+    def traj(i, numel, shrunk):
+        return {"id": f"t{i}", "kind": "trajectory", "variant": "v", "outcome": "fail", "dtype": "float32",
+                "failures": [{"clause": "CAME-STEP-6", "tensor": "exp_avg", "factored": True, "divergence": "value"}],
+                "hypothesis": {"shrunk": shrunk} if shrunk is not None else None,
+                "case": {"params": [{"hex": ["0"] * numel}], "grads": [[]]}}
+    err = {"id": "e", "kind": "error", "variant": "v", "outcome": "fail", "clauses": ["CAME-ERR-10"],
+           "argument": "beta1", "category": "did not raise", "case": {"grads": None}}
+    groups = verdict.failure_groups([traj(1, 12, None), traj(2, 30, True), traj(3, 4, None), err, dict(err, id="e2")])
+    assert [g["count"] for g in groups] == [3, 2]  # numeric before the error contract
+    assert groups[0]["representative"]["id"] == "t2"  # the shrunk counterexample first
+    assert groups[1]["signatures"][0]["argument"] == "beta1"
