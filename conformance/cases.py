@@ -34,6 +34,9 @@ class TrajectoryCase:
     # arguments (conformance.arguments) instead of from ``hp``; ``hp`` is then the canonical
     # equivalent the reference steps with.  Constructor-made parameters are float32 (protocol).
     kwargs: dict | None = None
+    # Mixed precision (CAME-DTYPE-4): the gradients' dtype when it is not ``dtype``; the gradients are
+    # exact in it.  None: the parameter's dtype.
+    grad_dtype: str | None = None
     kind: str = field(default="trajectory", init=False)
 
     def requires(self) -> frozenset[str]:
@@ -101,10 +104,13 @@ def to_json(case) -> dict:
         return {"kind": "error", **{k: getattr(case, k) for k in (
             "id", "profile", "phase", "kwargs", "exception", "match", "clause", "argument", "grads", "source")},
             "flags": list(case.flags)}
-    return {"kind": "trajectory", "id": case.id, "profile": case.profile, "dtype": case.dtype, "kwargs": case.kwargs,
-            "flags": list(case.flags), "clauses": list(case.clauses), "source": case.source,
-            "hyperparameters": case.hp.to_json(), "params": [hex_array(p) for p in case.params],
-            "grads": [[hex_array(g) for g in step] for step in case.grads]}
+    out = {"kind": "trajectory", "id": case.id, "profile": case.profile, "dtype": case.dtype, "kwargs": case.kwargs,
+           "flags": list(case.flags), "clauses": list(case.clauses), "source": case.source,
+           "hyperparameters": case.hp.to_json(), "params": [hex_array(p) for p in case.params],
+           "grads": [[hex_array(g) for g in step] for step in case.grads]}
+    if case.grad_dtype:  # only when set, so that the ids of other cases do not change
+        out["grad_dtype"] = case.grad_dtype
+    return out
 
 
 def from_json(obj: dict):
@@ -117,7 +123,7 @@ def from_json(obj: dict):
         params=[array_from_hex(p) for p in obj["params"]],
         grads=[[array_from_hex(g) for g in step] for step in obj["grads"]], dtype=obj["dtype"],
         flags=tuple(obj["flags"]), clauses=tuple(obj["clauses"]), source=obj.get("source", ""),
-        kwargs=obj.get("kwargs"))
+        kwargs=obj.get("kwargs"), grad_dtype=obj.get("grad_dtype"))
 
 
 def content_id(obj: dict) -> str:

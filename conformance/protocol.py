@@ -47,6 +47,14 @@ class TargetInfo:
     # State tensors the target keeps at a dtype other than the parameter's, by dtype; "float32"
     # means "float32 whatever the parameter dtype" (e.g. upcast state for half parameters).
     state_dtype: dict[str, str] = field(default_factory=dict)
+    # How it computes each parameter dtype (CAME-DTYPE-3, CAME-DTYPE-5; conformance.precision): any of
+    # "state", "compute", "scalars", "accumulate" (dtype names) and "summation" ("recursive", "pairwise",
+    # "pairwise:B", "blocked:B").  Left out: state from state_dtype, compute = state, scalars and
+    # accumulate the finer of compute and float32, summation "recursive".
+    precision: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Gradient dtypes it accepts besides the parameter's own, by parameter dtype (CAME-DTYPE-4), e.g.
+    # {"float32": ("float16", "bfloat16")} for automatic mixed precision.
+    grad_dtypes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,11 +87,15 @@ class Session(Protocol):
 class Adapter(Protocol):
     def describe(self) -> TargetInfo: ...
 
-    def open(self, hp: Hyperparameters, params: list[np.ndarray], dtype: str, variant: str) -> Session:
+    def open(self, hp: Hyperparameters, params: list[np.ndarray], dtype: str, variant: str,
+             grad_dtype: str | None = None) -> Session:
         """Build the optimizer from canonical hyperparameters, for numerical cases.
 
         ``params`` are float64 arrays whose values are exact in ``dtype``; the target makes its
-        parameters of that dtype.  Raise ``NotApplicable`` for what it cannot express.
+        parameters of that dtype.  ``grad_dtype`` is passed only for a mixed-precision case
+        (CAME-DTYPE-4) and only to a target that declares it in ``grad_dtypes``: the gradients
+        are then exact in that dtype, and the session hands them to the target in it.  Raise
+        ``NotApplicable`` for what it cannot express.
         """
 
     def construct(self, kwargs: dict, variant: str) -> Session:

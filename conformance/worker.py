@@ -62,8 +62,9 @@ class _Server:
         if command == "describe":
             return self.adapter.describe()
         if command == "open":
-            hp_json, params, dtype, variant = args
-            return self._keep(self.adapter.open(Hyperparameters.from_json(hp_json), params, dtype, variant))
+            hp_json, params, dtype, variant, *mixed = args  # a 5th argument: the gradient dtype (CAME-DTYPE-4)
+            extra = {"grad_dtype": mixed[0]} if mixed else {}
+            return self._keep(self.adapter.open(Hyperparameters.from_json(hp_json), params, dtype, variant, **extra))
         if command == "construct":
             kwargs, variant = args
             return self._keep(self.adapter.construct(arguments.decode(kwargs, self.adapter.native()), variant))

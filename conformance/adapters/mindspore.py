@@ -161,10 +161,13 @@ class Session:
 
 class MindsporeAdapter:
     def describe(self) -> TargetInfo:
+        # float16 parameters: gradient and parameter cast to float32 for the arithmetic, state kept in
+        # float16 (came.py:73-77, investigation.md "Dtypes"); hyperparameters are float32 Tensors.
         return TargetInfo(name="mindspore", profile="mindformers", api="mindformers",
                           versions={"mindspore": ms.__version__, "mindformers": mindformers.__version__,
                                     "numpy": np.__version__},
-                          dtypes=tuple(MS_DTYPES), variants=VARIANTS, options=OPTIONS)
+                          dtypes=tuple(MS_DTYPES), variants=VARIANTS, options=OPTIONS,
+                          precision={"float16": {"compute": "float32"}})
 
     def native(self):
         return _Hooks()
