@@ -23,6 +23,7 @@ from came_conformance.arguments import param_values
 from came_conformance.cases import ErrorCase, TrajectoryCase, content_id, from_json, to_json
 from came_conformance.report import dumps
 from came_conformance.targets import resolve
+from came_conformance.inprocess import InProcessTarget
 from came_conformance.worker import TargetProcess
 from came_conformance.reference import contract
 from came_conformance.reference.dtypes import round_to
@@ -40,6 +41,7 @@ class Settings:
     case_file: str | None = None
     sources: tuple[str, ...] = ("fixtures", "errors", "hypothesis", "hypothesis-errors", "resume")
     stop_on_failure: bool = False  # mutation runs: the first unexplained failure ends the run
+    in_process: bool = False  # mutation runs of the suite's own port: no worker process (conformance.inprocess)
 
     def is_full_run(self) -> bool:
         return self.case_file is None and self.variants is None and set(self.sources) == set(Settings.sources)
@@ -163,7 +165,8 @@ def _error_property(target, variant, sink, cfg, clause, argument):
 
 def _trajectory_property(target, variant, sink, cfg):
     info = target.info
-    strategy = strategies.trajectory_cases(info.profile, info.dtypes, info.options)
+    strategy = strategies.trajectory_cases(info.profile, info.dtypes, info.options,
+                                           grad_dtypes=getattr(info, "grad_dtypes", None))
     _property(strategy, lambda case: case, target, variant, sink, cfg, cfg.examples)
 
 
@@ -296,7 +299,8 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
     spec = resolve(target_name)
     declared = deviations_mod.load(spec.deviations)
     sink = Sink(out, declared, cfg.stop_on_failure)
-    process = TargetProcess(spec.factory, spec.python, cfg.timeout, out / "target-stderr.log", dict(spec.env))
+    process = InProcessTarget(spec.factory) if cfg.in_process else \
+        TargetProcess(spec.factory, spec.python, cfg.timeout, out / "target-stderr.log", dict(spec.env))
     started, info = time.time(), None
     try:
         target = execute.Target(spec.name, process)
