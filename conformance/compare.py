@@ -22,7 +22,7 @@ import numpy as np
 from came_conformance import precision as precision_mod
 from came_conformance import tolerance
 from came_conformance.reference import step as came_step
-from came_conformance.reference.dtypes import round_to, ulp
+from came_conformance.reference.dtypes import FORMATS, round_to, ulp
 
 #: Computation order of the compared tensors (CAME-STEP-3 … CAME-STEP-12).
 ORDER = tolerance.ORDER
@@ -102,7 +102,8 @@ def check_tensor(step: int, param: int, judged: tolerance.Judged, target, uncond
         ulps = np.where(err == 0, 0.0, err / ulp(store, np.where(np.isfinite(reference), reference, 0.0)))
         rel = err / np.maximum(np.abs(reference), np.finfo(np.float64).tiny)
         width = np.maximum(hi - reference, reference - lo)
-        wc = (judged.condition <= WELL_CONDITIONED) & np.isfinite(reference) & (reference != 0) & np.isfinite(width)
+        normal = np.abs(reference) >= FORMATS[store][1]  # below the normal range the grid is absolute
+        wc = (judged.condition <= WELL_CONDITIONED) & np.isfinite(reference) & normal & np.isfinite(width)
         rel_bound = float(np.max(width[wc] / np.abs(reference[wc]))) if np.any(wc) else None
     bad = ~((inside & on_grid) | special)
     bad |= ~(np.isfinite(target) & np.isfinite(normative)) & ~special  # CAME-NONFINITE-1: exact match
@@ -118,8 +119,11 @@ def check_tensor(step: int, param: int, judged: tolerance.Judged, target, uncond
         note = "compression: the stored value must be the float16 rounding of v' [CAME-OPT-5]" if not ok else ""
     with np.errstate(all="ignore"):
         tol_at = float(np.maximum(hi - reference, reference - lo).ravel()[flat])
+    shown = reference.ravel()[flat]
+    if not np.isfinite(shown):  # the value the target had to match: the spec's, when the clause's is not finite
+        shown = np.asarray(normative).ravel()[flat] if np.size(normative) == reference.size else shown
     return TensorCheck(step, param, name, clause, ok, float(np.max(ulps)), float(np.max(err)), float(np.max(rel)),
-                       float(np.max(ratio)), index, float(target.ravel()[flat]), float(reference.ravel()[flat]),
+                       float(np.max(ratio)), index, float(target.ravel()[flat]), float(shown),
                        tol_at, note, float(ulps.ravel()[flat]), rel_bound, store)
 
 

@@ -88,11 +88,13 @@ def _beta(alg: Algebra, beta: float, computed: bool) -> tuple[Q, Q]:
     return held, Q(w, max(float(held_w.b), formed), U64 * abs(w))
 
 
-def _ema_judged(alg, name, old, new, beta: float, computed: bool, store, exact_rounding=False) -> tuple[Judged, Q]:
+def _ema_judged(alg, name, old, new, beta: float, computed: bool, store, exact_rounding=False,
+                new_condition=1.0) -> tuple[Judged, Q]:
+    """One EMA clause; ``new_condition``: how much the new term itself amplifies relative errors."""
     b, w = _beta(alg, beta, computed)
     q = alg.ema(old, new, b, w, rnd=False)
     x, bound, target, reference = _finish(alg, q, store)
-    cond = _condition(x, b.x * old.x, w.x * new.x)
+    cond = _condition(x, b.x * old.x, w.x * new.x * new_condition)
     return Judged(name, x, bound, store, cond, exact_rounding, target, reference), q
 
 
@@ -126,15 +128,15 @@ def step_model(theta, grad, old: dict, new: dict, hp: StepHyper, prec: Precision
         if is_factored(theta.shape):  # CAME-STEP-3, then U from the target's own r′ and c′ (CAME-STEP-4)
             for name, axis in (("exp_avg_sq_row", -1), ("exp_avg_sq_col", -2)):
                 out[name], _ = _ema_judged(alg, name, alg.read(old[name], state_dtype), alg.mean(q, axis=axis),
-                                           hp.beta2, computed=True, store=state_dtype)
+                                           hp.beta2, computed=hp.beta2_computed, store=state_dtype)
             row = alg.read(new["exp_avg_sq_row"], state_dtype, fresh=True)
             col = alg.read(new["exp_avg_sq_col"], state_dtype, fresh=True)
             update = alg.mul(alg.factor(row, col), g)
         else:  # CAME-STEP-3V (CAME-OPT-5: stored in float16 and used as stored), CAME-STEP-4V
             store = "float16" if hp.compression else state_dtype
             old_v = alg.read(old["exp_avg_sq"], store)
-            out["exp_avg_sq"], _ = _ema_judged(alg, "exp_avg_sq", old_v, q, hp.beta2, computed=True, store=store,
-                                               exact_rounding=hp.compression)
+            out["exp_avg_sq"], _ = _ema_judged(alg, "exp_avg_sq", old_v, q, hp.beta2, computed=hp.beta2_computed,
+                                               store=store, exact_rounding=hp.compression)
             v = alg.read(new["exp_avg_sq"], store, fresh=True, must_use_stored=hp.compression)
             update = alg.mul(g, alg.recip_sqrt(v))
         ratio = alg.div(alg.rms(update), alg.scalar(hp.clip_threshold))  # CAME-STEP-5
@@ -147,10 +149,14 @@ def step_model(theta, grad, old: dict, new: dict, hp: StepHyper, prec: Precision
         if is_factored(theta.shape):  # CAME-STEP-7, CAME-STEP-8 from the target's m′; CAME-STEP-9
             diff = alg.sub(u_hat, m)
             instability = alg.add(alg.mul(diff, diff), alg.scalar(hp.eps_insta))
+            # (Û − m′)² amplifies relative errors of Û and m′ by (|Û| + |m′|)/|Û − m′|: Û ≈ m′ cancels
+            amplified = (np.abs(u_hat.x) + np.abs(m.x)) * np.abs(diff.x)
             for name, axis in (("exp_avg_insta_row", -1), ("exp_avg_insta_col", -2)):
-                out[name], _ = _ema_judged(alg, name, alg.read(old[name], state_dtype),
-                                           alg.mean(instability, axis=axis), hp.beta3, computed=False,
-                                           store=state_dtype)
+                mean_d = alg.mean(instability, axis=axis)
+                with np.errstate(all="ignore"):
+                    cancels = np.maximum(1.0, np.mean(amplified, axis=axis) / mean_d.x)
+                out[name], _ = _ema_judged(alg, name, alg.read(old[name], state_dtype), mean_d, hp.beta3,
+                                           computed=False, store=state_dtype, new_condition=cancels)
             big_r = alg.read(new["exp_avg_insta_row"], state_dtype, fresh=True)
             big_c = alg.read(new["exp_avg_insta_col"], state_dtype, fresh=True)
             direction = alg.mul(alg.factor(big_r, big_c), m)
@@ -163,7 +169,8 @@ def step_model(theta, grad, old: dict, new: dict, hp: StepHyper, prec: Precision
 def _theta(alg: Algebra, theta, direction: Q, hp: StepHyper, param_dtype: str) -> Judged:
     """CAME-STEP-10 … CAME-STEP-12 from the stored θ and the target's direction."""
     th = alg.read(theta, param_dtype)
-    lr = alg.scalar(hp.lr, computed=3, ref_ops=3)  # a schedule or rule computes η_t: a few roundings
+    # a schedule or the relative step computes η_t (a pow or a sqrt and a product or two): 3 roundings
+    lr = alg.scalar(hp.lr, computed=3, ref_ops=3) if hp.lr_computed else alg.scalar(hp.lr)
     if hp.eps_scale is not None:  # CAME-STEP-10: η = η_t · max(ε_scale, RMS(θ))
         lr = alg.mul(lr, alg.maximum(alg.scalar(hp.eps_scale), alg.rms(th)))
     step = alg.mul(lr, direction)

@@ -49,6 +49,10 @@ VARIANTS = tuple(f"{m}-{p}" for p in ("came", "fused") for m in MODES)
 # float64 parameters run, but with float32 hyperparameters (eps, betas, lr, β2_t): float32 accuracy, so float64
 # is not declared; the runner runs the float64 fixtures at float32 instead (investigation.md, "float64").
 MS_DTYPES = {"float32": mstype.float32, "float16": mstype.float16}
+MS_NP = {"float32": np.float32, "float16": np.float16}
+#: CAME-DTYPE-4: float16 gradients of float32 parameters run (and round the float32 state through float16,
+#: MS-MIXED-STATE-FLOAT16); bfloat16 gradients fail kernel selection on CPU (investigation.md "Mixed precision").
+GRAD_DTYPES = {"float32": ("float16",), "float16": ("float32",)}
 OPTIONS = frozenset({"weight_decay", "scale_parameter", "relative_step", "warmup_init", "compression", "loss_scale",
                      "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore"})
 
@@ -109,8 +113,8 @@ def _enter(variant: str) -> None:
 
 
 class Session:
-    def __init__(self, optim: Came, variant: str):
-        self.optim, self.variant = optim, variant
+    def __init__(self, optim: Came, variant: str, grad_dtype: str | None = None):
+        self.optim, self.variant, self.grad_dtype = optim, variant, grad_dtype
         if variant.endswith("-fused"):
             optim.target = "CPU"  # Came's own switch: use_fused_ada_factor = True
         self.params = list(optim._parameters)
@@ -121,7 +125,8 @@ class Session:
         for i, g in enumerate(grads):
             g, p = np.asarray(g), self.params[i] if i < len(self.params) else None
             if g.dtype.kind == "f" and p is not None and g.shape == tuple(p.shape):
-                g = g.astype(mstype.dtype_to_nptype(p.dtype))  # exact: values are representable (protocol)
+                # exact: the values are representable (protocol); mixed precision: the case's gradient dtype
+                g = g.astype(MS_NP[self.grad_dtype] if self.grad_dtype else mstype.dtype_to_nptype(p.dtype))
             tensors.append(Tensor(g))  # step-phase error cases keep their count, shape and dtype
         self.optim(tuple(tensors))
         _pynative_executor.sync()  # PyNative launches asynchronously: raise kernel errors at this step
@@ -161,18 +166,19 @@ class Session:
 
 class MindsporeAdapter:
     def describe(self) -> TargetInfo:
-        # float16 parameters: gradient and parameter cast to float32 for the arithmetic, state kept in
-        # float16 (came.py:73-77, investigation.md "Dtypes"); hyperparameters are float32 Tensors.
+        # float16 parameters: state kept in float16; G², the EMAs' sums and θ's update in float32, but
+        # F(r, c), F(R, C) and the direction in float16 (ops on float16 state and a float32 0-D tensor
+        # stay float16): compute float16 (investigation.md "Dtypes"); hyperparameters are float32 Tensors.
         return TargetInfo(name="mindspore", profile="mindformers", api="mindformers",
                           versions={"mindspore": ms.__version__, "mindformers": mindformers.__version__,
                                     "numpy": np.__version__},
                           dtypes=tuple(MS_DTYPES), variants=VARIANTS, options=OPTIONS,
-                          precision={"float16": {"compute": "float32"}})
+                          precision={"float16": {"compute": "float16"}}, grad_dtypes=GRAD_DTYPES)
 
     def native(self):
         return _Hooks()
 
-    def open(self, hp: Hyperparameters, params, dtype, variant) -> Session:
+    def open(self, hp: Hyperparameters, params, dtype, variant, grad_dtype=None) -> Session:
         """Build ``Came`` from canonical hyperparameters (CAME-HP-3); eps = (ε1, ε_scale, ε_insta)."""
         if hp.profile != "mindformers":
             raise NotApplicable("mindformers Came implements the mindformers profile only (β2_t rule) [CAME-HP-3]")
@@ -206,7 +212,7 @@ class MindsporeAdapter:
                      beta1=float(hp.beta1), beta3=float(hp.beta3), weight_decay=float(hp.weight_decay),
                      scale_parameter=hp.scale_parameter, relative_step=hp.relative_step,
                      warmup_init=hp.warmup_init, compression=hp.compression, loss_scale=int(hp.loss_scale))
-        return Session(optim, variant)
+        return Session(optim, variant, grad_dtype)
 
     def construct(self, kwargs, variant) -> Session:
         _enter(variant)
