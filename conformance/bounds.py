@@ -70,7 +70,9 @@ class Algebra:
         u = self.uc if u is None else u
         eta = self.eta_c if eta is None else eta
         ax = np.abs(x)
-        return Q(x, b + u * (ax + r + b) + eta, r + U64 * (ax + r) + ETA64)
+        exact_inf = np.isinf(x) & (b == 0) & (r == 0)  # an exact ±inf stays exact (e.g. sqrt of a stored inf)
+        return Q(x, np.where(exact_inf, 0.0, b + u * (ax + r + b) + eta),
+                 np.where(exact_inf, 0.0, r + U64 * (ax + r) + ETA64))
 
     def rounded(self, q: Q, rnd: bool = True) -> Q:
         return self._round(q.x, q.b, q.r) if rnd else q
@@ -93,15 +95,15 @@ class Algebra:
             u, eta = self.prec.u("compute"), self.eta_c
         if fresh and not must_use_stored:
             u, eta = u + unit_roundoff(dtype), eta + half_spacing(dtype)
-        with np.errstate(all="ignore"):
-            return Q(x, u * np.abs(x) * (1 + 2 * u) + eta if u else 0.0)
+        with np.errstate(all="ignore"):  # an infinity is read exactly in every format
+            return Q(x, np.where(np.isinf(x), 0.0, u * np.abs(x) * (1 + 2 * u) + eta) if u else 0.0)
 
     def gradient(self, x) -> Q:
         """The gradient read into compute precision (CAME-DTYPE-4): exact, or one rounding."""
         if contains(self.prec.compute, self.prec.grad_dtype):
             return Q(x)
         with np.errstate(all="ignore"):
-            return Q(x, self.prec.u("compute") * np.abs(x) + self.eta_c)
+            return Q(x, np.where(np.isinf(x), 0.0, self.prec.u("compute") * np.abs(x) + self.eta_c))
 
     def scalar(self, value: float, computed: int = 0, ref_ops: int = 0) -> Q:
         """A hyperparameter held in the scalars precision.

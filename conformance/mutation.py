@@ -281,8 +281,9 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     print(f"mutation run: {len(mutants)} mutants, {len(controls)} controls, sources {','.join(sources)}"
           + (f" ({note})" if note else ""), file=sys.stderr, flush=True)
-    calls = [(run_mutant, (n, out, args.seed, sources, args.examples, args.shrink_calls)) for n in mutants]
-    calls += [(run_control, (c, out, args.seed, sources, args.examples)) for c in controls]
+    # The suite's own port runs in the driver's process (conformance/inprocess.py); real targets in a worker.
+    calls = [(run_mutant, (n, out, args.seed, sources, args.examples, args.shrink_calls, True)) for n in mutants]
+    calls += [(run_control, (c, out, args.seed, sources, args.examples, c.startswith("mutant:"))) for c in controls]
     dtypes = [d for d in args.dtypes.split(",") if d]
     unknown_dtypes = set(dtypes) - set(PER_DTYPE)
     if unknown_dtypes:

@@ -81,8 +81,10 @@ def emulated(variant: emulate.Variant, dtype: str, stats: Stats) -> int:
             if variant.compute == "float16" or variant.state == "float16":
                 if derive_flags(hp, params, run(hp, params, grads, dtype), "float16") & FLOAT16_UNCARRIED:
                     continue  # CAME-DTYPE-3: float16 arithmetic or state cannot carry these cases
-            if variant.ema == "lerp" and not all(np.all(np.isfinite(g)) for s in grads for g in s):
-                continue  # torch.lerp's second branch turns an infinite end into NaN
+            if variant.ema == "lerp" and not (all(np.all(np.isfinite(g)) for s in grads for g in s) and all(
+                    np.all(np.isfinite(v)) for s in run(hp, params, grads, dtype) for t in s["state"]
+                    for v in t.values())):
+                continue  # torch.lerp turns an infinite start or end into NaN
             prec = variant.precision(dtype)
             prev_p, prev_s = list(params), [init_state(np.shape(p)) for p in params]
             checks = []

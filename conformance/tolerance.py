@@ -36,16 +36,20 @@ class Judged:
 
     name: str
     reference: np.ndarray  # float64, from the target's own inputs of this clause
-    bound: np.ndarray  # |stored value before its final store − reference| for a correct target (+ float64 error)
+    target_bound: np.ndarray  # |value before the final store − exact| for a correct target
+    reference_bound: np.ndarray  # |reference − exact|: the suite's own float64 error
     store: str  # dtype the target stores it in: its value must lie on this dtype's grid
     condition: np.ndarray  # Σ|terms| / |value| of the clause's last sum (1: no cancellation)
     exact_rounding: bool = False  # compression: the float16 rounding of v′, checked exactly (CAME-OPT-5)
-    target_bound: np.ndarray | None = None  # the target's part of ``bound``
-    reference_bound: np.ndarray | None = None  # the float64 evaluation's part of ``bound``
+
+    @property
+    def bound(self) -> np.ndarray:
+        """How far from ``reference`` a correct target's unrounded value can be."""
+        return self.target_bound + self.reference_bound
 
 
-def _finish(alg: Algebra, q: Q, store: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(value, bound, target's part, reference's part) of a clause's last operation, before the store.
+def _finish(alg: Algebra, q: Q, store: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(value, target's bound, reference's bound) of a clause's last operation, before the store.
 
     The last operation's rounding into the compute precision is the store itself when the two
     dtypes are the same (only the float32 step of a half "opmath" operation is added); otherwise
@@ -58,8 +62,7 @@ def _finish(alg: Algebra, q: Q, store: str) -> tuple[np.ndarray, np.ndarray, np.
         b = q.b + prec.opmath * (ax + q.r + q.b)
     else:
         b = alg.rounded(q).b
-    b = q.full(b)
-    return q.x, b + r, b, r
+    return q.x, q.full(b), r
 
 
 def _condition(value, *terms) -> np.ndarray:
@@ -93,9 +96,11 @@ def _ema_judged(alg, name, old, new, beta: float, computed: bool, store, exact_r
     """One EMA clause; ``new_condition``: how much the new term itself amplifies relative errors."""
     b, w = _beta(alg, beta, computed)
     q = alg.ema(old, new, b, w, rnd=False)
-    x, bound, target, reference = _finish(alg, q, store)
-    cond = _condition(x, b.x * old.x, w.x * new.x * new_condition)
-    return Judged(name, x, bound, store, cond, exact_rounding, target, reference), q
+    x, target, reference = _finish(alg, q, store)
+    # the multiply-add's terms, or lerp's old + (1 − β)(new − old), which cancels when new ≪ old
+    cond = np.maximum(_condition(x, b.x * old.x, w.x * new.x * new_condition),
+                      _condition(x, old.x, w.x * (new.x - old.x)))
+    return Judged(name, x, target, reference, store, cond, exact_rounding), q
 
 
 def _divisor(ratio: Q) -> Q:
@@ -114,9 +119,10 @@ def step_model(theta, grad, old: dict, new: dict, hp: StepHyper, prec: Precision
     grad = np.asarray(grad, dtype=np.float64)
     state_dtype, param_dtype = prec.state, prec.param
     if theta.size == 0:  # CAME-ZERO-1: nothing changes, exactly
-        out = {k: Judged(k, np.asarray(v, np.float64), np.zeros(np.shape(v)), state_dtype, np.ones(np.shape(v)))
-               for k, v in old.items()}
-        out["theta"] = Judged("theta", theta, np.zeros(theta.shape), param_dtype, np.ones(theta.shape))
+        out = {k: Judged(k, np.asarray(v, np.float64), np.zeros(np.shape(v)), np.zeros(np.shape(v)), state_dtype,
+                         np.ones(np.shape(v))) for k, v in old.items()}
+        out["theta"] = Judged("theta", theta, np.zeros(theta.shape), np.zeros(theta.shape), param_dtype,
+                              np.ones(theta.shape))
         return out, {}
     alg = Algebra(prec)
     out: dict[str, Judged] = {}
@@ -129,6 +135,7 @@ def step_model(theta, grad, old: dict, new: dict, hp: StepHyper, prec: Precision
             for name, axis in (("exp_avg_sq_row", -1), ("exp_avg_sq_col", -2)):
                 out[name], _ = _ema_judged(alg, name, alg.read(old[name], state_dtype), alg.mean(q, axis=axis),
                                            hp.beta2, computed=hp.beta2_computed, store=state_dtype)
+            del q  # full-size intermediates are dropped once their clause is judged (large parameters)
             row = alg.read(new["exp_avg_sq_row"], state_dtype, fresh=True)
             col = alg.read(new["exp_avg_sq_col"], state_dtype, fresh=True)
             update = alg.mul(alg.factor(row, col), g)
@@ -143,6 +150,7 @@ def step_model(theta, grad, old: dict, new: dict, hp: StepHyper, prec: Precision
         divisor = _divisor(ratio)
         exact_one = bool(divisor.x == 1.0 and divisor.b == 0.0)
         u_hat = update if exact_one else alg.rounded(alg.div(update, divisor))  # U/div or U·(1/div)
+        del update, g
         out["exp_avg"], _ = _ema_judged(alg, "exp_avg", alg.read(old["exp_avg"], state_dtype), u_hat,  # CAME-STEP-6
                                         hp.beta1, computed=False, store=state_dtype)
         m = alg.read(new["exp_avg"], state_dtype, fresh=True)
@@ -157,6 +165,7 @@ def step_model(theta, grad, old: dict, new: dict, hp: StepHyper, prec: Precision
                     cancels = np.maximum(1.0, np.mean(amplified, axis=axis) / mean_d.x)
                 out[name], _ = _ema_judged(alg, name, alg.read(old[name], state_dtype), mean_d, hp.beta3,
                                            computed=False, store=state_dtype, new_condition=cancels)
+            del diff, instability, amplified, u_hat
             big_r = alg.read(new["exp_avg_insta_row"], state_dtype, fresh=True)
             big_c = alg.read(new["exp_avg_insta_col"], state_dtype, fresh=True)
             direction = alg.mul(alg.factor(big_r, big_c), m)
@@ -182,5 +191,5 @@ def _theta(alg: Algebra, theta, direction: Q, hp: StepHyper, param_dtype: str) -
     else:
         decayed = th
     new = alg.sub(decayed, step, rnd=False)  # CAME-STEP-12
-    x, bound, target, reference = _finish(alg, new, param_dtype)
-    return Judged("theta", x, bound, param_dtype, _condition(x, decayed.x, step.x), False, target, reference)
+    x, target, reference = _finish(alg, new, param_dtype)
+    return Judged("theta", x, target, reference, param_dtype, _condition(x, decayed.x, step.x))

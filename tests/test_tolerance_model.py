@@ -106,14 +106,20 @@ def _selection(profile: str, k: int, every: int) -> list[cat.Traj]:
 
 
 def _finite_inputs(profile: str, case: cat.Traj) -> bool:
-    _, params, grads = trajectory_inputs(profile, case)
-    return all(np.all(np.isfinite(g)) for step in grads for g in step)
+    """No infinity the EMAs would meet: gradients and the reference's state finite at every step."""
+    from came_conformance.fixtures.generate import run
+
+    hp, params, grads = trajectory_inputs(profile, case)
+    if not all(np.all(np.isfinite(g)) for step in grads for g in step):
+        return False
+    return all(np.all(np.isfinite(v)) for s in run(hp, params, grads, case.dtype) for t in s["state"]
+               for v in t.values())
 
 
 @pytest.mark.parametrize("name, variant, dtype", VARIANTS, ids=[v[0] for v in VARIANTS])
 def test_correct_evaluation_orders_pass(name, variant, dtype):
-    """CAME-DTYPE-3: every correct design and order passes (lerp meets ±inf only in the finite cases:
-    torch.lerp's second branch turns inf into NaN where β·old + (1 − β)·inf is inf)."""
+    """CAME-DTYPE-3: every correct design and order passes (lerp only where no infinity reaches an EMA:
+    torch.lerp turns an infinite end or start into NaN where β·old + (1 − β)·new is ±inf)."""
     k = VARIANTS.index((name, variant, dtype))
     problems = []
     for profile in PROFILES:
@@ -279,6 +285,14 @@ def test_compression_is_checked_exactly():
     off_grid = good.copy()
     off_grid[2] = (good[2] + neighbour[2]) / 2 + 1e-9
     assert not compare.check_tensor(1, 0, judged, off_grid).ok
+
+
+@pytest.mark.parametrize("dtype", sorted(DESIGNS))
+def test_compression_overflow_stores_inf_and_passes(dtype):
+    """CAME-OPT-5: a v′ beyond float16's range is stored as +inf and U = g/√inf = 0 there; a correct
+    port passes (an exact infinity carries no rounding error through 1/√·)."""
+    case = _catalogue("mindformers")[f"{dtype}-compression-large-gradients"]
+    assert not judge("mindformers", case, DESIGNS[dtype])
 
 
 def test_mixed_precision_gradients_are_read_exactly():
