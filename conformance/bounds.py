@@ -45,6 +45,21 @@ class Q:
         return Q(self.x[index], self.full(self.b)[index], self.full(self.r)[index])
 
 
+def _zero(e) -> bool:
+    return np.ndim(e) == 0 and e == 0
+
+
+def _product_error(ax, ea, cx, ec):
+    """|a|e_c + |c|e_a + e_a e_c, skipping the terms of exact factors (most reads are exact)."""
+    if _zero(ea) and _zero(ec):
+        return 0.0
+    if _zero(ea):
+        return np.abs(ax) * ec
+    if _zero(ec):
+        return np.abs(cx) * ea
+    return np.abs(ax) * ec + np.abs(cx) * ea + ea * ec
+
+
 def _max(*bounds):
     out = bounds[0]
     for b in bounds[1:]:
@@ -70,9 +85,18 @@ class Algebra:
         u = self.uc if u is None else u
         eta = self.eta_c if eta is None else eta
         ax = np.abs(x)
-        exact_inf = np.isinf(x) & (b == 0) & (r == 0)  # an exact ±inf stays exact (e.g. sqrt of a stored inf)
-        return Q(x, np.where(exact_inf, 0.0, b + u * (ax + r + b) + eta),
-                 np.where(exact_inf, 0.0, r + U64 * (ax + r) + ETA64))
+        t = ax + r  # in place from here: these run over every element of large parameters
+        new_r = t * U64
+        new_r += r
+        new_r += ETA64
+        t += b
+        t *= u
+        t += b
+        t += eta
+        if not np.all(np.isfinite(ax)):  # an exact ±inf stays exact (e.g. sqrt of a stored inf)
+            exact_inf = np.isinf(x) & (b == 0) & (r == 0)
+            t, new_r = np.where(exact_inf, 0.0, t), np.where(exact_inf, 0.0, new_r)
+        return Q(x, t, new_r)
 
     def rounded(self, q: Q, rnd: bool = True) -> Q:
         return self._round(q.x, q.b, q.r) if rnd else q
@@ -120,8 +144,7 @@ class Algebra:
     # ---- arithmetic -----------------------------------------------------------------------------
     def mul(self, a: Q, c: Q, rnd: bool = True) -> Q:
         x = a.x * c.x
-        b = np.abs(a.x) * c.b + np.abs(c.x) * a.b + a.b * c.b
-        r = np.abs(a.x) * c.r + np.abs(c.x) * a.r + a.r * c.r
+        b, r = _product_error(a.x, a.b, c.x, c.b), _product_error(a.x, a.r, c.x, c.r)
         return self._round(x, b, r) if rnd else Q(x, b, r)
 
     def add(self, a: Q, c: Q, rnd: bool = True, sign: float = 1.0) -> Q:
