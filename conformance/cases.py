@@ -40,6 +40,9 @@ class TrajectoryCase:
     # A sharded case (spec §9): each parameter's layout (conformance.distributed.layout); the world
     # size is the variant's.  None: the variant's default layouts.
     layouts: tuple[str, ...] | None = None
+    # Mixed precision (CAME-DTYPE-4): the gradients' dtype when it is not ``dtype``; the gradients are
+    # exact in it.  None: the parameter's dtype.
+    grad_dtype: str | None = None
     kind: str = field(default="trajectory", init=False)
 
     def requires(self) -> frozenset[str]:
@@ -107,11 +110,15 @@ def to_json(case) -> dict:
         return {"kind": "error", **{k: getattr(case, k) for k in (
             "id", "profile", "phase", "kwargs", "exception", "match", "clause", "argument", "grads", "source")},
             "flags": list(case.flags)}
-    return {"kind": "trajectory", "id": case.id, "profile": case.profile, "dtype": case.dtype, "kwargs": case.kwargs,
-            "flags": list(case.flags), "clauses": list(case.clauses), "source": case.source,
-            "hyperparameters": case.hp.to_json(), "params": [hex_array(p) for p in case.params],
-            "grads": [[hex_array(g) for g in step] for step in case.grads],
-            **({"layouts": list(case.layouts)} if case.layouts else {})}
+    out = {"kind": "trajectory", "id": case.id, "profile": case.profile, "dtype": case.dtype, "kwargs": case.kwargs,
+           "flags": list(case.flags), "clauses": list(case.clauses), "source": case.source,
+           "hyperparameters": case.hp.to_json(), "params": [hex_array(p) for p in case.params],
+           "grads": [[hex_array(g) for g in step] for step in case.grads]}
+    if case.layouts:  # only when set, so that the ids of other cases do not change
+        out["layouts"] = list(case.layouts)
+    if case.grad_dtype:
+        out["grad_dtype"] = case.grad_dtype
+    return out
 
 
 def from_json(obj: dict):
@@ -124,7 +131,8 @@ def from_json(obj: dict):
         params=[array_from_hex(p) for p in obj["params"]],
         grads=[[array_from_hex(g) for g in step] for step in obj["grads"]], dtype=obj["dtype"],
         flags=tuple(obj["flags"]), clauses=tuple(obj["clauses"]), source=obj.get("source", ""),
-        kwargs=obj.get("kwargs"), layouts=tuple(obj["layouts"]) if obj.get("layouts") else None)
+        kwargs=obj.get("kwargs"), layouts=tuple(obj["layouts"]) if obj.get("layouts") else None,
+        grad_dtype=obj.get("grad_dtype"))
 
 
 class InvalidCase(ValueError):
@@ -177,10 +185,13 @@ def validate(case) -> None:
         for i, (g, p) in enumerate(zip(step, case.params)):
             if np.shape(g) != np.shape(p):
                 bad(f"grads[{k - 1}][{i}]", f"shape {np.shape(g)} differs from its parameter's {np.shape(p)}")
-    for label, x in [(f"params[{i}]", p) for i, p in enumerate(case.params)] + \
-            [(f"grads[{k}][{i}]", g) for k, step in enumerate(case.grads) for i, g in enumerate(step)]:
-        if not np.array_equal(round_to(case.dtype, x), x, equal_nan=True):
-            bad(label, f"values must be exact in {case.dtype}")
+    if case.grad_dtype is not None and case.grad_dtype not in DTYPES:
+        bad("grad_dtype", f"must be one of {DTYPES} or absent, got {case.grad_dtype!r}")
+    grad_dtype = case.grad_dtype or case.dtype  # CAME-DTYPE-4: mixed precision
+    for label, x, dtype in [(f"params[{i}]", p, case.dtype) for i, p in enumerate(case.params)] + \
+            [(f"grads[{k}][{i}]", g, grad_dtype) for k, step in enumerate(case.grads) for i, g in enumerate(step)]:
+        if not np.array_equal(round_to(dtype, x), x, equal_nan=True):
+            bad(label, f"values must be exact in {dtype}")
     try:
         check_ranges(case.hp, len(case.params))
     except ValueError as exc:

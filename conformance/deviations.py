@@ -161,10 +161,9 @@ def signature(record: dict, point: dict) -> dict:
 
 
 def signature_key(record: dict, point: dict) -> tuple:
-    """A point's signature with the case's flags, hashable: what Hypothesis exploration tells apart
-    (each distinct key is shrunk and reported once; keeping the flags keeps a shrink in its regime)."""
-    return tuple(sorted(signature(record, point).items(), key=lambda kv: kv[0])) + (
-        ("flags", tuple(sorted(record.get("flags", ())))),)
+    """A point's signature, hashable: what Hypothesis exploration tells apart (each distinct key is
+    shrunk and reported once), the same fields summaries group by."""
+    return tuple(sorted(signature(record, point).items(), key=lambda kv: kv[0]))
 
 
 def unexplained(deviations: list[dict], record: dict) -> list[dict]:

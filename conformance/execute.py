@@ -14,6 +14,7 @@ from came_conformance import compare
 from came_conformance.cases import ErrorCase, TrajectoryCase, to_json
 from came_conformance.distributed import checks as sharded_checks
 from came_conformance.distributed.harness import ShardedSnapshot
+from came_conformance.precision import of_target as precision_of
 from came_conformance.protocol import Snapshot
 from came_conformance.worker import TargetFailure, TargetProcess
 from came_conformance.fixtures.generate import run as reference_run
@@ -38,6 +39,10 @@ class Target:
     def state_dtype(self, dtype: str) -> str:
         return self.info.state_dtype.get(dtype, dtype)
 
+    def precision(self, dtype: str, grad_dtype: str | None = None):
+        """How the target computes ``dtype`` parameters, as it declares it (conformance.precision)."""
+        return precision_of(self.info, dtype, grad_dtype)
+
 
 def new_record(case, variant: str, outcome: str, reason: str = "", **extra) -> dict:
     record = {"id": case.id, "kind": case.kind, "variant": variant, "source": case.source, "flags": list(case.flags),
@@ -61,6 +66,9 @@ def _applicable(target: Target, case, variant: str) -> str:
         return f"dtype {case.dtype} is not supported by the target" + (
             "; api vectors are float32 because constructor-made parameters are (adapter protocol)"
             if getattr(case, "kwargs", None) is not None else "")
+    grad_dtype = getattr(case, "grad_dtype", None)
+    if grad_dtype and grad_dtype not in getattr(info, "grad_dtypes", {}).get(case.dtype, ()):
+        return f"{grad_dtype} gradients for {case.dtype} parameters are not accepted by the target [CAME-DTYPE-4]"
     missing = sorted(case.requires() - set(info.options_for(variant)))
     return f"the target cannot express: {', '.join(missing)}" if missing else ""
 
@@ -124,8 +132,12 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
     if case.kwargs is not None:  # an api case: the documented constructor
         reply = p.call("construct", case.kwargs, variant)
     else:
-        layouts = [list(case.layouts)] if case.layouts else []  # a sharded case's layouts (spec §9)
-        reply = p.call("open", case.hp.to_json(), case.params, case.dtype, variant, *layouts)
+        extras = {}  # only what applies: a sharded case's layouts (spec §9), a mixed-precision case's gradient dtype
+        if getattr(case, "layouts", None):
+            extras["layouts"] = list(case.layouts)
+        if case.grad_dtype:  # CAME-DTYPE-4
+            extras["grad_dtype"] = case.grad_dtype
+        reply = p.call("open", case.hp.to_json(), case.params, case.dtype, variant, *([extras] if extras else []))
     if reply[0] == "not_applicable":
         return new_record(case, variant, NOT_APPLICABLE, reply[1])
     if reply[0] == "raised":
@@ -138,7 +150,7 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
         reference = [(s["params"], s["state"]) for s in reference_run(case.hp, case.params, case.grads, case.dtype)]
         prev = Snapshot([np.asarray(x, np.float64) for x in case.params],
                         [init_state(np.shape(x)) for x in case.params], 0)
-        state_dtype = target.state_dtype(case.dtype)
+        precision = target.precision(case.dtype, case.grad_dtype)
         for t, grads in enumerate(case.grads, start=1):
             try:
                 reply = p.call("step", sid, grads)
@@ -172,7 +184,7 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
                 failures.append({"step": t, "clause": "CAME-STATE-5", "tensor": "step", "factored": None,
                                  "divergence": "counter", "note": f"the target's step counter is {snap.step}, not {t}"})
             checks = compare.check_step(t, lambda i: case.hp.step_hyper(t, i), prev.params, prev.state, grads,
-                                        snap, case.dtype, state_dtype, regimes)
+                                        snap, case.dtype, precision, regimes)
             sharded = isinstance(snap, ShardedSnapshot)
             if sharded:  # CAME-SHARD-2, CAME-SHARD-3: the ranks agree, each holds its layout's piece
                 checks += sharded_checks.check_ranks(t, snap)
@@ -186,7 +198,8 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
             if any(c.clause == "CAME-STATE-2" for c in checks if not c.ok):
                 break  # state of other shapes or names: the reference cannot restart from it
             steps.append({"step": t, "per_step": {f"{c.param}.{c.tensor}": {"ulps": c.max_ulps,
-                                                                            "bound_ratio": c.worst_bound_ratio}
+                                                                            "bound_ratio": c.worst_bound_ratio,
+                                                                            "rel_bound": c.rel_bound}
                                                   for c in checks},
                           "accumulated_ulps": compare.accumulated_ulps(t, snap, *reference[t - 1], case.dtype)})
             prev = Snapshot([np.asarray(x, np.float64) for x in snap.params],

@@ -45,6 +45,31 @@ REAL_CONTROLS = ("reference", "reference-paper", "came-pytorch", "pytorch-optimi
 #: With --sharded: the sharded reference on real gloo ranks, the control of the sharding mutants.
 SHARDED_CONTROLS = ("reference-dist",)
 FULL_SOURCES = runner.Settings.sources
+#: Per-dtype runs (docs/mutation.md "Per dtype"): the port takes parameters of one dtype only and
+#: computes as conformance.mutants.adapter.PER_DTYPE says; the numeric sources only (the error
+#: contract does not depend on the dtype); in this process (the port is the suite's own NumPy code).
+PER_DTYPE = ("float32", "float16", "bfloat16")
+PER_DTYPE_SOURCES = ("fixtures", "hypothesis", "resume")
+PER_DTYPE_EXAMPLES = 10
+
+
+def dtype_exemption(mutant, dtype: str) -> str | None:
+    """Why ``mutant`` cannot differ from the correct port in the per-dtype run of ``dtype``, or None.
+
+    Each reason is an equivalence of the run, not a weakness of a check: no input of that run can
+    make the mutant compute anything other than the correct port does (docs/mutation.md).
+    """
+    if mutant.family == "error contract":
+        return "argument validation does not depend on the parameters' dtype: the main run's verdict"
+    if mutant.family == "documented defaults" and dtype != "float32":
+        return "the defaults act through the documented constructor, whose parameters are float32 (protocol)"
+    if mutant.name == "state-float32":
+        return "it changes float64 parameters only"
+    if mutant.name in ("state-follows-grad-dtype", "square-in-grad-dtype") and dtype == "bfloat16":
+        return "no gradient dtype is coarser than bfloat16 arithmetic: there is nothing to round through"
+    if mutant.name == "grad-rounded-to-param-dtype" and dtype in ("float32", "bfloat16"):
+        return f"rounding a gradient to {dtype} is what reading it into {dtype} arithmetic does anyway"
+    return None
 
 
 def available_sources() -> tuple[tuple[str, ...], str]:
@@ -97,14 +122,18 @@ def _killer(record: dict) -> dict:
 
 
 def run_mutant(name: str, out: Path, seed: int, sources: tuple[str, ...], examples: int,
-               shrink_calls: int) -> dict:
-    """One mutant of the catalogue under the whole suite, stopping at the first unexplained failure."""
+               shrink_calls: int, in_process: bool = False) -> dict:
+    """One mutant of the catalogue under the whole suite, stopping at the first unexplained failure
+    (``NAME@dtype``: the port computing in that dtype)."""
     from came_conformance.mutants.catalogue import lookup
 
-    mutant = lookup(name)
+    base, _, dtype = name.partition("@")
+    mutant = lookup(base)
     entry = {"name": name, "family": mutant.family, "description": mutant.description,
-             "switches": sorted(mutant.switches), "profile": mutant.profile, "clauses": list(mutant.clauses)}
-    return _kill(entry, f"mutant:{name}", out / "runs" / f"mutant-{name}", seed, sources, examples, shrink_calls)
+             "switches": sorted(mutant.switches), "profile": mutant.profile, "clauses": list(mutant.clauses),
+             "dtype": dtype or None}
+    return _kill(entry, f"mutant:{name}", out / "runs" / f"mutant-{name}", seed, sources, examples, shrink_calls,
+                 in_process)
 
 
 def run_external_mutant(target: str, out: Path, seed: int, sources: tuple[str, ...], examples: int,
@@ -117,9 +146,9 @@ def run_external_mutant(target: str, out: Path, seed: int, sources: tuple[str, .
 
 
 def _kill(entry: dict, target: str, run_dir: Path, seed: int, sources: tuple[str, ...], examples: int,
-          shrink_calls: int) -> dict:
+          shrink_calls: int, in_process: bool = False) -> dict:
     cfg = runner.Settings(seed=seed, examples=examples, sources=sources, stop_on_failure=True,
-                          shrink_calls=shrink_calls)
+                          shrink_calls=shrink_calls, in_process=in_process)
     started = time.perf_counter()
     try:
         result = runner.run(target, run_dir, cfg, progress=lambda message: None)
@@ -197,13 +226,14 @@ def run_sharding_mutant(name: str, out: Path, seed: int, sources: tuple[str, ...
     return entry
 
 
-def run_control(target: str, out: Path, seed: int, sources: tuple[str, ...], examples: int) -> dict:
+def run_control(target: str, out: Path, seed: int, sources: tuple[str, ...], examples: int,
+                in_process: bool = False) -> dict:
     """One correct target under the same suite, without stopping: it must pass (except deviations)."""
     if target in BUILTIN:
         module = BUILTIN[target][0].split(":")[0]
         if importlib.util.find_spec(module) is None:
             return {"target": target, "status": "skipped", "reason": f"adapter {module} is not present"}
-    cfg = runner.Settings(seed=seed, examples=examples, sources=sources)
+    cfg = runner.Settings(seed=seed, examples=examples, sources=sources, in_process=in_process)
     run_dir = out / "runs" / target.replace(":", "-")
     started = time.perf_counter()
     result = runner.run(target, run_dir, cfg, progress=lambda message: None)
@@ -258,7 +288,36 @@ def _markdown(doc: dict) -> str:
     for c in doc["controls"]:
         for f in c.get("failures", []):
             lines.append(f"- `{c['target']}` {f['outcome']} `{f['id']}` ({f['source_kind']}) {f['reason']}")
+    lines += _per_dtype_markdown(doc)
     return "\n".join(lines) + "\n"
+
+
+def _per_dtype_markdown(doc: dict) -> list[str]:
+    per = doc.get("per_dtype") or {}
+    if not per:
+        return []
+    lines = ["", "## Per dtype (the port computing as `conformance.mutants.adapter.PER_DTYPE` says)", "",
+             f"Sources {', '.join(PER_DTYPE_SOURCES)}, {doc['settings'].get('per_dtype_examples')} Hypothesis "
+             f"examples per run, in process.", "",
+             "| dtype | mutants run | killed | kill rate | survivors | equivalent in this dtype | cases run | "
+             "controls |", "|---|---|---|---|---|---|---|---|"]
+    for dtype, d in per.items():
+        lines.append(f"| {dtype} | {d['run']} | {d['killed']} | {d['score']:.1%} | "
+                     f"{', '.join(d['survivors']) or 'none'} | {len(d['exempt'])} | {d['cases']} | "
+                     f"{'pass' if d['controls_ok'] else 'FAILED: ' + ', '.join(d['failed_controls'])} |")
+    lines += ["", "| mutant | " + " | ".join(per) + " |", "|---|" + "---|" * len(per)]
+    names = sorted({m for d in per.values() for m in d["status"]})
+    for name in names:
+        cells = []
+        for d in per.values():
+            st = d["status"].get(name, "")
+            cells.append(st)
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    lines += ["", "Equivalent in a dtype (not run there), with the reason:", ""]
+    for dtype, d in per.items():
+        for name, why in d["exempt"].items():
+            lines.append(f"- {dtype}, `{name}`: {why}")
+    return lines
 
 
 def _parallel(fn, jobs: int, calls: list[tuple]) -> list:
@@ -294,6 +353,10 @@ def main(argv=None) -> int:
                         "module:factory (comma-separated, repeatable) or a module whose TARGETS lists them")
     parser.add_argument("--controls", action="append", help="with --targets: correct targets that must pass "
                         "(module:factory or built-in names, same form); default none")
+    parser.add_argument("--dtypes", default=",".join(PER_DTYPE),
+                        help="per-dtype runs (comma-separated subset of " + ",".join(PER_DTYPE) + "; '' for none)")
+    parser.add_argument("--per-dtype-examples", type=int, default=PER_DTYPE_EXAMPLES,
+                        help="Hypothesis trajectory examples per per-dtype run")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
@@ -333,16 +396,55 @@ def main(argv=None) -> int:
 
     sharded = [m.name for m in SHARDING_MUTANTS if sharded_run and not external
                and (not only or f"sharded:{m.name}" in only)]
-    calls = [(run_mutant, (n, out, args.seed, sources, args.examples, args.shrink_calls)) for n in mutants]
+    # The suite's own port runs in the driver's process (conformance/inprocess.py); real targets in a worker.
+    calls = [(run_mutant, (n, out, args.seed, sources, args.examples, args.shrink_calls, True)) for n in mutants]
     calls += [(run_external_mutant, (t, out, args.seed, sources, args.examples, args.shrink_calls)) for t in external]
     calls += [(run_sharding_mutant, (n, out, args.seed, sources, args.examples, args.shrink_calls)) for n in sharded]
-    calls += [(run_control, (c, out, args.seed, sources, args.examples)) for c in controls]
+    calls += [(run_control, (c, out, args.seed, sources, args.examples, c.startswith("mutant:"))) for c in controls]
+    dtypes = [d for d in args.dtypes.split(",") if d] if not (external or args.sharded_only) else []
+    unknown_dtypes = set(dtypes) - set(PER_DTYPE)
+    if unknown_dtypes:
+        parser.error(f"--dtypes: {sorted(unknown_dtypes)} not among {PER_DTYPE}")
+    per_sources = tuple(x for x in PER_DTYPE_SOURCES if x in sources)
+    exempt = {d: {} for d in dtypes}
+    for d in dtypes:
+        for m in MUTANTS:
+            if only and m.name not in only:
+                continue
+            why = dtype_exemption(m, d)
+            if why:
+                exempt[d][m.name] = why
+                continue
+            calls.append((run_mutant, (f"{m.name}@{d}", out, args.seed, per_sources, args.per_dtype_examples,
+                                       args.shrink_calls, True)))
+        if not args.no_controls:
+            for c in CONTROLS:
+                if not only or c.name in only:
+                    calls.append((run_control, (f"mutant:{c.name}@{d}", out, args.seed, per_sources,
+                                                args.per_dtype_examples, True)))
     results = _parallel(_call, args.jobs, calls)
     for r in results:
         label = r.get("name") or r.get("target")
         k = r.get("killer") or {}
         print(f"  {label:32s} {r['status']:8s} {k.get('source_kind', '')} {k.get('clause', '')}",
               file=sys.stderr)
+    per_dtype = {}
+    for d in dtypes:
+        ran = [r for r in results if "name" in r and r.get("dtype") == d]
+        ctl = [r for r in results if "target" in r and r["target"].endswith(f"@{d}")]
+        killed_d = [r for r in ran if r["status"] == "killed"]
+        per_dtype[d] = {
+            "run": len(ran), "killed": len(killed_d), "score": len(killed_d) / len(ran) if ran else 1.0,
+            "survivors": [r["name"].partition("@")[0] for r in ran if r["status"] == "survived"],
+            "broken": [r["name"] for r in ran if r["status"] in ("broken", "crashed")],
+            "exempt": exempt[d], "cases": sum(r.get("cases") or 0 for r in ran) + sum(
+                sum((r.get("counts") or {}).values()) for r in ctl),
+            "status": {**{r["name"].partition("@")[0]: r["status"] for r in ran},
+                       **{name: "equivalent" for name in exempt[d]}},
+            "controls_ok": all(r["status"] == "pass" for r in ctl),
+            "failed_controls": [r["target"] for r in ctl if r["status"] == "fail"],
+        }
+    results = [r for r in results if not r.get("dtype") and "@" not in r.get("target", "")]
     mutant_results = [r for r in results if "name" in r]
     control_results = [r for r in results if "target" in r]
     stacked = [] if args.no_stacking else [row for rows in _parallel(_call, args.jobs, [
@@ -373,13 +475,15 @@ def main(argv=None) -> int:
                                                    if r["status"] == "absorbed as declared")},
     }
     doc = {"settings": {"seed": args.seed, "sources": list(sources), "examples": args.examples,
-                        "shrink_calls": args.shrink_calls, "jobs": args.jobs, "note": note},
+                        "shrink_calls": args.shrink_calls, "jobs": args.jobs, "note": note, "dtypes": dtypes,
+                        "per_dtype_examples": args.per_dtype_examples},
            "seconds": round(seconds, 1), "summary": summary, "mutants": mutant_results, "controls": control_results,
-           "stacked": stacked}
+           "stacked": stacked, "per_dtype": per_dtype}
     (out / "mutation.json").write_text(json.dumps(doc, indent=1, default=report.json_default))
     (out / "mutation.md").write_text(_markdown(doc))
     print(_markdown(doc))
-    return 0 if not survivors and not broken and not failed_controls and not stacked_survivors else 1
+    per_dtype_ok = all(not d["survivors"] and not d["broken"] and d["controls_ok"] for d in per_dtype.values())
+    return 0 if not survivors and not broken and not failed_controls and not stacked_survivors and per_dtype_ok else 1
 
 
 def _call(fn, args):

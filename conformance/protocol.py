@@ -78,6 +78,14 @@ class TargetInfo:
             else:
                 out += [f"{where}: unknown dtype {d!r} (one of {list(DTYPES)})" for d in dtypes if d not in DTYPES]
         return out
+    # How it computes each parameter dtype (CAME-DTYPE-3, CAME-DTYPE-5; conformance.precision): any of
+    # "state", "compute", "scalars", "accumulate" (dtype names) and "summation" ("recursive", "pairwise",
+    # "pairwise:B", "blocked:B").  Left out: state from state_dtype, compute = state, scalars and
+    # accumulate the finer of compute and float32, summation "recursive".
+    precision: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Gradient dtypes it accepts besides the parameter's own, by parameter dtype (CAME-DTYPE-4), e.g.
+    # {"float32": ("float16", "bfloat16")} for automatic mixed precision.
+    grad_dtypes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,14 +122,17 @@ class Adapter(Protocol):
     def describe(self) -> TargetInfo: ...
 
     def open(self, hp: Hyperparameters, params: list[np.ndarray], dtype: str, variant: str,
-             sharding: dict | None = None) -> Session:
+             sharding: dict | None = None, grad_dtype: str | None = None) -> Session:
         """Build the optimizer from canonical hyperparameters, for numerical cases.
 
         ``params`` are float64 arrays whose values are exact in ``dtype``; the target makes its
-        parameters of that dtype.  Raise ``NotApplicable`` for what it cannot express.  A sharded
-        target (``world_sizes``) also gets ``sharding`` = {"rank", "world_size", "layouts", "shapes"}
-        (conformance.distributed; its steps then get this rank's pieces of the gradients).
-        """
+        parameters of that dtype.  Raise ``NotApplicable`` for what it cannot express.  The keyword
+        arguments are passed only when they apply, so an adapter that has neither needs neither:
+        ``grad_dtype`` for a mixed-precision case (CAME-DTYPE-4), to a target that declares it in
+        ``grad_dtypes``: the gradients are then exact in that dtype, and the session hands them to
+        the target in it; ``sharding`` = {"rank", "world_size", "layouts", "shapes"} to each rank of
+        a sharded target (``world_sizes``, conformance.distributed), whose steps then get this rank's
+        pieces of the gradients.        """
 
     def construct(self, kwargs: dict, variant: str) -> Session:
         """Call the target's documented constructor with these decoded keyword arguments.

@@ -35,6 +35,13 @@ _explicit = {
     "options": {"type": "array", "uniqueItems": True, "items": {"enum": list(OPTIONS)}},
     "state_dtype": {"type": "object", "propertyNames": {"enum": list(DTYPES)},
                     "additionalProperties": {"enum": list(DTYPES)}},
+    "precision": {"type": "object", "propertyNames": {"enum": list(DTYPES)},
+                  "additionalProperties": {"type": "object", "maxProperties": 8,
+                                           "propertyNames": {"enum": ["state", "compute", "scalars",
+                                                                      "accumulate", "summation"]},
+                                           "additionalProperties": {"type": "string", "maxLength": 40}}},
+    "grad_dtypes": {"type": "object", "propertyNames": {"enum": list(DTYPES)},
+                    "additionalProperties": {"type": "array", "uniqueItems": True, "items": {"enum": list(DTYPES)}}},
     "world_sizes": {"type": "array", "maxItems": 8, "uniqueItems": True,
                     "items": {"type": "integer", "minimum": 1, "maximum": 64}},
     "variant_options": {"type": "object", "maxProperties": 64, "propertyNames": {"pattern": VARIANT_PATTERN},
@@ -91,8 +98,9 @@ def target_info(value) -> TargetInfo:
         fields["options"] = frozenset(fields["options"])
     if "variant_options" in fields:
         fields["variant_options"] = {k: frozenset(v) for k, v in fields["variant_options"].items()}
-    if "variant_dtypes" in fields:
-        fields["variant_dtypes"] = {k: tuple(v) for k, v in fields["variant_dtypes"].items()}
+    for name in ("variant_dtypes", "grad_dtypes"):
+        if name in fields:
+            fields[name] = {k: tuple(v) for k, v in fields[name].items()}
     return TargetInfo(**fields)
 
 

@@ -25,6 +25,7 @@ from came_conformance.cases import ErrorCase, TrajectoryCase, content_id, load_c
 from came_conformance.report import dumps
 from came_conformance.targets import TARGETS_DIR, resolve
 from came_conformance.distributed.harness import DistributedTargetProcess
+from came_conformance.inprocess import InProcessTarget
 from came_conformance.worker import TargetProcess
 from came_conformance.reference import contract
 from came_conformance.reference.dtypes import round_to
@@ -39,12 +40,13 @@ class Settings:
     error_examples: int = 3  # Hypothesis examples per (error clause, argument)
     timeout: float = 120.0  # per request to the target, seconds
     shrink_calls: int = 40  # target runs Hypothesis may spend shrinking one failure (a count: reproducible)
-    signatures: int = 6  # distinct failure signatures one Hypothesis property reports before it stops drawing
+    signatures: int = 6  # shrunk failures (each with a new signature) one Hypothesis property reports at most
     variants: tuple[str, ...] | None = None
     case_file: str | None = None
     sources: tuple[str, ...] = ("fixtures", "errors", "hypothesis", "hypothesis-errors", "resume", "sharding")
     stop_on_failure: bool = False  # mutation runs: the first unexplained failure ends the run
     deviations: str | None = None  # a deviations file for any target (--deviations; else CAME_DEVIATIONS)
+    in_process: bool = False  # mutation runs of the suite's own port: no worker process (conformance.inprocess)
 
     def is_full_run(self) -> bool:
         return self.case_file is None and self.variants is None and set(self.sources) == set(Settings.sources)
@@ -107,21 +109,22 @@ def _property(strategy, make_case, target, variant, sink, cfg, max_examples):
     """Run one Hypothesis property past its first failure: each failure signature once, shrunk.
 
     A signature (``deviations.signature_key``) is where a failure point is: clause, tensor, factored or
-    not, dtype, variant, flags.  The property is explored in rounds with the same seed.  A round
+    not, dtype, variant, divergence, layout.  The property is explored in rounds with the same seed.  A round
     draws until a case fails with a signature not yet reported, shrinks it towards a smaller case
     with that same signature (within ``shrink_calls`` target runs; a count, unlike a time budget,
     gives the same example on every run with the same seed) and records the shrunk case.  The next
     round draws the same cases again (answered from a cache, the target does not run them twice),
     now passing over the signatures already reported, and goes on further.  Exploration ends when
-    a round draws ``max_examples`` cases without a new signature, or after ``cfg.signatures``
-    signatures.  Every drawn case is recorded once: passes, explained failures and failures whose
+    a round draws ``max_examples`` cases without a new signature, or after ``cfg.signatures`` shrunk
+    failures (each brings at least one new signature; a failure names every failing tensor of a
+    parameter, so one bug can bring several).  Every drawn case is recorded once: passes, explained failures and failures whose
     signatures were all reported already (``hypothesis.shrunk`` false); cases tried while shrinking
     are not.
     """
     seen: set = set()
     ran: dict[str, dict] = {}  # case id -> record: what the target already answered
     recorded: set[str] = set()
-    while len(seen) < max(cfg.signatures, 1):
+    for _ in range(max(cfg.signatures, 1)):
         best, budget_spent = _explore_round(strategy, make_case, target, variant, sink, cfg, max_examples, seen, ran,
                                             recorded)
         if best is None:
@@ -201,7 +204,8 @@ def _error_property(target, variant, sink, cfg, clause, argument):
 
 def _trajectory_property(target, variant, sink, cfg):
     info = target.info
-    strategy = strategies.trajectory_cases(info.profile, info.dtypes_for(variant), info.options_for(variant))
+    strategy = strategies.trajectory_cases(info.profile, info.dtypes_for(variant), info.options_for(variant),
+                                           grad_dtypes=getattr(info, "grad_dtypes", None))
     _property(strategy, lambda case: case, target, variant, sink, cfg, cfg.examples)
 
 
@@ -446,7 +450,8 @@ def start(target_name: str, out: Path | rundir.RunDirectory, cfg: Settings):
     declared = deviations_mod.load(spec.deviations, must_exist=spec.deviations_named)
     directory = out if isinstance(out, rundir.RunDirectory) else rundir.claim(out, target_name, cfg.to_json())
     sink = Sink(directory, declared, cfg.stop_on_failure)
-    process = TargetProcess(spec.factory, spec.python, cfg.timeout, directory.path / rundir.LOG, dict(spec.env))
+    process = InProcessTarget(spec.factory) if cfg.in_process else \
+        TargetProcess(spec.factory, spec.python, cfg.timeout, directory.path / rundir.LOG, dict(spec.env))
     return spec, declared, sink, process
 
 

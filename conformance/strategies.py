@@ -97,9 +97,19 @@ def arrays(shape, scale: float, rng_seed: int, dtype: str) -> np.ndarray:
 
 
 @st.composite
-def trajectory_cases(draw, profile: str, dtypes: tuple[str, ...], options: frozenset[str], steps: int = 7):
-    """A whole start-and-gradients case for a target that supports ``dtypes`` and ``options``."""
+def trajectory_cases(draw, profile: str, dtypes: tuple[str, ...], options: frozenset[str], steps: int = 7,
+                     grad_dtypes: dict | None = None):
+    """A whole start-and-gradients case for a target that supports ``dtypes`` and ``options``.
+
+    ``grad_dtypes`` (``TargetInfo.grad_dtypes``, CAME-DTYPE-4): the other gradient dtypes the target
+    accepts per parameter dtype; drawn only where the target declares some, so the draws of every
+    other target stay as they were.
+    """
     dtype = draw(st.sampled_from(dtypes), label="dtype")
+    grad_dtype = None
+    accepted = tuple((grad_dtypes or {}).get(dtype, ()))
+    if accepted:
+        grad_dtype = draw(st.sampled_from((None,) + accepted), label="gradient dtype")
     count = draw(st.integers(1, 3), label="parameter count")
     param_shapes = [draw(shapes(allow_zero="zero_size" in options), label=f"shape {i}") for i in range(count)]
     if "rank0" not in options:
@@ -113,11 +123,12 @@ def trajectory_cases(draw, profile: str, dtypes: tuple[str, ...], options: froze
     scales = [10.0 ** draw(st.integers(-12, 4), label=f"grad scale {k + 1}") for k in range(steps)]
     params = [arrays(s, 1.0, seed + i, dtype) for i, s in enumerate(param_shapes)]
     # Gradients as the optimizer receives them (already times loss_scale), exact in the dtype.
-    grads = [[round_to(dtype, arrays(s, scales[k], seed + 1000 * (k + 1) + i, "float64") * hp.loss_scale)
+    grads = [[round_to(grad_dtype or dtype, arrays(s, scales[k], seed + 1000 * (k + 1) + i, "float64") * hp.loss_scale)
               for i, s in enumerate(param_shapes)] for k in range(steps)]
-    flags = derive_flags(hp, params, reference_run(hp, params, grads, dtype), dtype)  # the fixtures' vocabulary
+    flags = derive_flags(hp, params, reference_run(hp, params, grads, dtype), dtype, grad_dtype)  # fixtures' words
     case = TrajectoryCase("", profile, hp, params, grads, dtype=dtype, flags=tuple(sorted(flags)),
-                          clauses=tuple(sorted(numeric_clauses(hp, flags, params))), source="hypothesis")
+                          clauses=tuple(sorted(numeric_clauses(hp, flags, params))), source="hypothesis",
+                          grad_dtype=grad_dtype)
     case.id = "h-" + content_id(to_json(case))
     return case
 

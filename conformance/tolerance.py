@@ -1,110 +1,195 @@
-"""The tolerance model: a first-order rounding-error bound for one step (docs/tolerances.md).
+"""The tolerance model: what a correct target may store after one step, clause by clause (docs/tolerances.md).
 
-Given the exact inputs of a step (the target's own θ, G and state before it) and the
-reference's trace of that step, ``step_bounds`` returns, for the new parameter and every new
-state tensor, an elementwise bound on how far a correct implementation computing in
-precision u (unit roundoff) may land from the exact result.  It follows the spec's equations
-one by one (CAME-STEP-1 … CAME-STEP-12) with the standard model fl(a ∘ b) = (a ∘ b)(1 + δ),
-|δ| ≤ u, and the summation bound |fl(Σ xᵢ) − Σ xᵢ| ≤ (n − 1) u Σ |xᵢ| for a mean over n, in
-any order.  Hyperparameters are taken to be rounded to the compute precision too (a float32
-β2 = 0.999 moves 1 − β2 by 216 u), so that term is in the bound as well.  Nothing here is
-tuned to make a target pass.
+``step_model(θ, G, state, new_state, hp, precision)`` judges one parameter's step.  Every stored
+tensor is judged **from the target's own values of the tensors its clause reads**: r′ and c′
+(CAME-STEP-3) or v′ (CAME-STEP-3V) from the old state and G; m′ (CAME-STEP-6) from the target's
+r′, c′ or v′ through U, RMS(U) and the clip (CAME-STEP-4 … CAME-STEP-5); R′ and C′ (CAME-STEP-8)
+from its m′ and the same Û (CAME-STEP-7); θ′ (CAME-STEP-12) from its R′, C′ and m′ (CAME-STEP-9 …
+CAME-STEP-11).  So each bound covers the roundings of one clause's chain, never an error carried
+in from an earlier tensor (which is judged on its own, first), and stays meaningful at u = 2⁻⁸.
+
+Each chain is evaluated by ``conformance.bounds.Algebra``: the float64 value, a rigorous bound on
+a correct target's error in its declared ``Precision`` (CAME-DTYPE-3), and a bound on the suite's
+own float64 error.  What the model returns per tensor (``Judged``) is the float64 value, the sum
+of the two bounds before the final store, the dtype the target stores the tensor in (the
+comparator checks the stored value on that dtype's grid), and the condition number of the
+clause's last sum (1 for the sign-definite statistics), for the tightness table.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from came_conformance.reference.dtypes import unit_roundoff
+from came_conformance.bounds import U64, Algebra, Q
+from came_conformance.precision import Precision
 from came_conformance.reference.step import StepHyper, is_factored
 
-#: Second-order terms and the constant factors rounded up in the derivation are covered by
-#: this factor (docs/tolerances.md §3); it is the only free constant of the model.
-SAFETY = 2.0
+#: Computation order of the judged tensors (CAME-STEP-3 … CAME-STEP-12): the first failure names the clause.
+ORDER = ("exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq", "exp_avg", "exp_avg_insta_row", "exp_avg_insta_col",
+         "theta")
 
 
-def _ema_bound(beta, old, new_in, b_in, u):
-    """|error| of β·old + (1−β)·x: propagated input error, five roundings, the rounding of β.
+@dataclass
+class Judged:
+    """One stored tensor: the value a correct target approximates, and how closely."""
 
-    The last term covers the other common evaluation, old + (1−β)·(x − old) (``torch.lerp``):
-    its rounding of x − old costs (1−β)·u·(|old| + |x|), which matters when β is near 0.
+    name: str
+    reference: np.ndarray  # float64, from the target's own inputs of this clause
+    target_bound: np.ndarray  # |value before the final store − exact| for a correct target
+    reference_bound: np.ndarray  # |reference − exact|: the suite's own float64 error
+    store: str  # dtype the target stores it in: its value must lie on this dtype's grid
+    condition: np.ndarray  # Σ|terms| / |value| of the clause's last sum (1: no cancellation)
+    exact_rounding: bool = False  # compression: the float16 rounding of v′, checked exactly (CAME-OPT-5)
+
+    @property
+    def bound(self) -> np.ndarray:
+        """How far from ``reference`` a correct target's unrounded value can be."""
+        return self.target_bound + self.reference_bound
+
+
+def _finish(alg: Algebra, q: Q, store: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(value, target's bound, reference's bound) of a clause's last operation, before the store.
+
+    The last operation's rounding into the compute precision is the store itself when the two
+    dtypes are the same (only the float32 step of a half "opmath" operation is added); otherwise
+    the value is rounded in compute precision first and the comparator rounds it into ``store``.
     """
-    return (1 - beta) * b_in + 5 * u * (beta * np.abs(old) + (1 - beta) * np.abs(new_in)) \
-        + u * beta * (np.abs(old) + np.abs(new_in)) + u * (1 - beta) * (np.abs(old) + np.abs(new_in))
+    prec = alg.prec
+    ax = np.abs(q.x)
+    r = q.full(q.r + U64 * (ax + q.r) + 2 ** -1075)  # the reference rounds its last operation too
+    if store == prec.compute:
+        b = q.b + prec.opmath * (ax + q.r + q.b)
+    else:
+        b = alg.rounded(q).b
+    return q.x, q.full(b), r
 
 
-def _factor_rel(row, b_row, col, b_col, u):
-    """Relative error of F(r, c) (CAME-DEF-3): halves of the relative errors, plus 5 roundings."""
-    n = row.shape[-1]
-    rel_row = b_row / np.abs(row)
-    rel_mean = (np.mean(b_row, axis=-1, keepdims=True) / np.abs(np.mean(row, axis=-1, keepdims=True))
-                + n * u)
-    rel_col = b_col / np.abs(col)
-    return 0.5 * (rel_row + rel_mean)[..., :, None] + 0.5 * rel_col[..., None, :] + 5 * u
-
-
-def step_bounds(theta, grad, state, trace, hp: StepHyper, u: float) -> dict[str, np.ndarray]:
-    """Elementwise first-order error bounds (absolute) of θ' and each new state tensor."""
-    if not trace:
-        return {}
+def _condition(value, *terms) -> np.ndarray:
     with np.errstate(all="ignore"):
-        factored = is_factored(np.shape(theta))
-        g, q = trace["grad"], trace["grad_sq"]
-        b_g = u * np.abs(g) if hp.loss_scale != 1.0 else np.zeros_like(g)  # CAME-STEP-1
-        b_q = 2 * np.abs(g) * b_g + u * (g * g) + u * np.abs(q) + u * hp.eps1  # CAME-STEP-2
-        out = {}
-        if factored:  # CAME-STEP-3 and CAME-STEP-4
-            n_row, n_col = q.shape[-1], q.shape[-2]
-            mean_r = np.mean(q, axis=-1)
-            mean_c = np.mean(q, axis=-2)
-            b_mean_r = np.mean(b_q, axis=-1) + n_row * u * mean_r
-            b_mean_c = np.mean(b_q, axis=-2) + n_col * u * mean_c
-            r, c = trace["exp_avg_sq_row"], trace["exp_avg_sq_col"]
-            out["exp_avg_sq_row"] = _ema_bound(hp.beta2, state["exp_avg_sq_row"], mean_r, b_mean_r, u)
-            out["exp_avg_sq_col"] = _ema_bound(hp.beta2, state["exp_avg_sq_col"], mean_c, b_mean_c, u)
-            rel_u = _factor_rel(r, out["exp_avg_sq_row"], c, out["exp_avg_sq_col"], u) + b_g / np.abs(g) + u
-        else:  # CAME-STEP-3V and CAME-STEP-4V
-            v = trace["exp_avg_sq"]
-            b_v = _ema_bound(hp.beta2, state["exp_avg_sq"], q, b_q, u)
-            if hp.compression:  # CAME-OPT-5: the float16 rounding of the stored value
-                b_v = b_v + unit_roundoff("float16") * np.abs(v)
-            out["exp_avg_sq"] = b_v
-            rel_u = 0.5 * b_v / np.abs(v) + b_g / np.abs(g) + 3 * u
-        upd = trace["update"]
-        rel_u = np.where(upd == 0, 0.0, rel_u)
-        n = upd.size
-        rel_rms = np.max(rel_u, initial=0.0) + (n / 2 + 2) * u  # CAME-STEP-5
-        # The divisor's error counts whenever a correct run could land on the clipping side,
-        # including just below the threshold (and d itself is rounded: one more u).
-        ratio = trace["update_rms"] / hp.clip_threshold
-        rel_div = rel_rms + 2 * u if ratio * (1 + rel_rms + 2 * u) > 1 else 0.0
-        u_hat = trace["update_clipped"]
-        b_hat = np.abs(u_hat) * (rel_u + rel_div + u)
-        m = trace["exp_avg"]  # CAME-STEP-6
-        b_m = _ema_bound(hp.beta1, state["exp_avg"], u_hat, b_hat, u)
-        out["exp_avg"] = b_m
-        if factored:  # CAME-STEP-7 … CAME-STEP-9
-            diff = np.abs(u_hat - m)
-            b_diff = b_hat + b_m + u * diff
-            d = trace["instability"]
-            b_d = 2 * diff * b_diff + u * diff * diff + u * np.abs(d) + u * hp.eps_insta
-            b_mr = np.mean(b_d, axis=-1) + d.shape[-1] * u * np.mean(d, axis=-1)
-            b_mc = np.mean(b_d, axis=-2) + d.shape[-2] * u * np.mean(d, axis=-2)
-            big_r, big_c = trace["exp_avg_insta_row"], trace["exp_avg_insta_col"]
-            out["exp_avg_insta_row"] = _ema_bound(hp.beta3, state["exp_avg_insta_row"], np.mean(d, axis=-1), b_mr, u)
-            out["exp_avg_insta_col"] = _ema_bound(hp.beta3, state["exp_avg_insta_col"], np.mean(d, axis=-2), b_mc, u)
-            s = trace["confidence"]
-            rel_s = _factor_rel(big_r, out["exp_avg_insta_row"], big_c, out["exp_avg_insta_col"], u)
-            b_dir = np.abs(s) * b_m + np.abs(s * m) * (rel_s + u)
+        total = sum(np.abs(t) for t in terms)
+        return np.where(value != 0, total / np.abs(value), np.where(total == 0, 1.0, np.inf))
+
+
+def _beta(alg: Algebra, beta: float, computed: bool) -> tuple[Q, Q]:
+    """β and 1 − β as the target holds them (scalars precision), with their exact or bounded errors.
+
+    A given β is held as its rounding; 1 − β is either held as the rounding of 1 − β, or formed
+    from the held β and rounded in the scalars or compute precision: the larger error of the two.
+    A computed β2_t = 1 − t^(−c) (CAME-BETA2-2) has one pow (at most 1 ulp, 2u) and one subtraction.
+    """
+    if beta == 0.0:  # β2_1 = 1 − 1^(−c) = 0 exactly (pow(1, y) = 1); 0 is exact in every format
+        return Q(0.0), Q(1.0)
+    w = 1.0 - beta
+    u = max(alg.us, alg.uc)
+    if computed:
+        held = Q(beta, abs(beta) * alg.us + 2 * alg.us * w, 2 * U64 * w + U64 * abs(beta))
+        return held, Q(w, float(held.b) + u * w * (1 + u), 2 * U64 * w)
+    held = alg.scalar(beta)
+    held_w = alg.scalar(w)
+    formed = float(held.b) + u * (abs(w) + float(held.b))
+    return held, Q(w, max(float(held_w.b), formed), U64 * abs(w))
+
+
+def _ema_judged(alg, name, old, new, beta: float, computed: bool, store, exact_rounding=False,
+                new_condition=1.0) -> tuple[Judged, Q]:
+    """One EMA clause; ``new_condition``: how much the new term itself amplifies relative errors."""
+    b, w = _beta(alg, beta, computed)
+    q = alg.ema(old, new, b, w, rnd=False)
+    x, target, reference = _finish(alg, q, store)
+    # the multiply-add's terms, or lerp's old + (1 − β)(new − old), which cancels when new ≪ old
+    cond = np.maximum(_condition(x, b.x * old.x, w.x * new.x * new_condition),
+                      _condition(x, old.x, w.x * (new.x - old.x)))
+    return Judged(name, x, target, reference, store, cond, exact_rounding), q
+
+
+def _divisor(ratio: Q) -> Q:
+    """max(1, RMS(U)/d) of CAME-STEP-5: 1-Lipschitz; exactly 1 while a correct ratio cannot exceed 1."""
+    x = np.maximum(1.0, ratio.x)
+
+    def bound(e):
+        return np.where(ratio.x > 1.0, e, np.maximum(0.0, ratio.x + e - 1.0))
+
+    return Q(x, bound(ratio.b), bound(ratio.r))
+
+
+def step_model(theta, grad, old: dict, new: dict, hp: StepHyper, prec: Precision) -> tuple[dict[str, Judged], dict]:
+    """The judged tensors of one parameter's step, and what the step exercised (``clip_active``)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    grad = np.asarray(grad, dtype=np.float64)
+    state_dtype, param_dtype = prec.state, prec.param
+    if theta.size == 0:  # CAME-ZERO-1: nothing changes, exactly
+        out = {k: Judged(k, np.asarray(v, np.float64), np.zeros(np.shape(v)), np.zeros(np.shape(v)), state_dtype,
+                         np.ones(np.shape(v))) for k, v in old.items()}
+        out["theta"] = Judged("theta", theta, np.zeros(theta.shape), np.zeros(theta.shape), param_dtype,
+                              np.ones(theta.shape))
+        return out, {}
+    alg = Algebra(prec)
+    out: dict[str, Judged] = {}
+    with np.errstate(all="ignore"):  # CAME-NONFINITE-1: values propagate; so do unbounded errors
+        g = alg.gradient(grad)  # CAME-STEP-1: g = G / s (exact division by 1)
+        if hp.loss_scale != 1.0:
+            g = alg.div(g, alg.scalar(hp.loss_scale))
+        q = alg.add(alg.mul(g, g), alg.scalar(hp.eps1))  # CAME-STEP-2
+        if is_factored(theta.shape):  # CAME-STEP-3, then U from the target's own r′ and c′ (CAME-STEP-4)
+            for name, axis in (("exp_avg_sq_row", -1), ("exp_avg_sq_col", -2)):
+                out[name], _ = _ema_judged(alg, name, alg.read(old[name], state_dtype), alg.mean(q, axis=axis),
+                                           hp.beta2, computed=hp.beta2_computed, store=state_dtype)
+            del q  # full-size intermediates are dropped once their clause is judged (large parameters)
+            row = alg.read(new["exp_avg_sq_row"], state_dtype, fresh=True)
+            col = alg.read(new["exp_avg_sq_col"], state_dtype, fresh=True)
+            update = alg.mul(alg.factor(row, col), g)
+        else:  # CAME-STEP-3V (CAME-OPT-5: stored in float16 and used as stored), CAME-STEP-4V
+            store = "float16" if hp.compression else state_dtype
+            old_v = alg.read(old["exp_avg_sq"], store)
+            out["exp_avg_sq"], _ = _ema_judged(alg, "exp_avg_sq", old_v, q, hp.beta2, computed=hp.beta2_computed,
+                                               store=store, exact_rounding=hp.compression)
+            v = alg.read(new["exp_avg_sq"], store, fresh=True, must_use_stored=hp.compression)
+            update = alg.mul(g, alg.recip_sqrt(v))
+        ratio = alg.div(alg.rms(update), alg.scalar(hp.clip_threshold))  # CAME-STEP-5
+        divisor = _divisor(ratio)
+        exact_one = bool(divisor.x == 1.0 and divisor.b == 0.0)
+        u_hat = update if exact_one else alg.rounded(alg.div(update, divisor))  # U/div or U·(1/div)
+        del update, g
+        out["exp_avg"], _ = _ema_judged(alg, "exp_avg", alg.read(old["exp_avg"], state_dtype), u_hat,  # CAME-STEP-6
+                                        hp.beta1, computed=False, store=state_dtype)
+        m = alg.read(new["exp_avg"], state_dtype, fresh=True)
+        if is_factored(theta.shape):  # CAME-STEP-7, CAME-STEP-8 from the target's m′; CAME-STEP-9
+            diff = alg.sub(u_hat, m)
+            instability = alg.add(alg.mul(diff, diff), alg.scalar(hp.eps_insta))
+            # (Û − m′)² amplifies relative errors of Û and m′ by (|Û| + |m′|)/|Û − m′|: Û ≈ m′ cancels
+            amplified = (np.abs(u_hat.x) + np.abs(m.x)) * np.abs(diff.x)
+            for name, axis in (("exp_avg_insta_row", -1), ("exp_avg_insta_col", -2)):
+                mean_d = alg.mean(instability, axis=axis)
+                with np.errstate(all="ignore"):
+                    cancels = np.maximum(1.0, np.mean(amplified, axis=axis) / mean_d.x)
+                out[name], _ = _ema_judged(alg, name, alg.read(old[name], state_dtype), mean_d, hp.beta3,
+                                           computed=False, store=state_dtype, new_condition=cancels)
+            del diff, instability, amplified, u_hat
+            big_r = alg.read(new["exp_avg_insta_row"], state_dtype, fresh=True)
+            big_c = alg.read(new["exp_avg_insta_col"], state_dtype, fresh=True)
+            direction = alg.mul(alg.factor(big_r, big_c), m)
         else:
-            b_dir = b_m
-        direction = trace["direction"]
-        lr = float(trace["lr_effective"])  # CAME-STEP-10
-        rel_lr = u + ((np.size(theta) / 2 + 3) * u if hp.eps_scale is not None else 0.0)
-        theta = np.asarray(theta, dtype=np.float64)
-        b_dec = np.zeros_like(theta)  # CAME-STEP-11
-        if hp.weight_decay != 0.0:
-            b_dec = np.abs(lr * hp.weight_decay * theta) * (rel_lr + 3 * u) + u * np.abs(trace["theta_decayed"])
-        new_theta = trace["theta"]  # CAME-STEP-12
-        out["theta"] = (b_dec + abs(lr) * b_dir + np.abs(lr * direction) * (rel_lr + u)
-                        + u * np.abs(new_theta))
-    return out  # NaN or inf where the model gives no bound; the comparator then demands an exact match
+            direction = m  # CAME-STEP-9V
+        out["theta"] = _theta(alg, theta, direction, hp, param_dtype)
+    return out, {"clip_active": bool(np.any(divisor.x > 1.0))}
+
+
+def _theta(alg: Algebra, theta, direction: Q, hp: StepHyper, param_dtype: str) -> Judged:
+    """CAME-STEP-10 … CAME-STEP-12 from the stored θ and the target's direction."""
+    th = alg.read(theta, param_dtype)
+    # a schedule or the relative step computes η_t (a pow or a sqrt and a product or two): 3 roundings
+    lr = alg.scalar(hp.lr, computed=3, ref_ops=3) if hp.lr_computed else alg.scalar(hp.lr)
+    if hp.eps_scale is not None:  # CAME-STEP-10: η = η_t · max(ε_scale, RMS(θ))
+        lr = alg.mul(lr, alg.maximum(alg.scalar(hp.eps_scale), alg.rms(th)))
+    step = alg.mul(lr, direction)
+    if hp.weight_decay != 0.0:  # CAME-STEP-11: θ − (η·λ)·θ, or θ·(1 − η·λ)
+        rate = alg.mul(lr, alg.scalar(hp.weight_decay))
+        subtract = alg.sub(th, alg.mul(rate, th))
+        scale = alg.mul(th, alg.sub(Q(1.0), rate))
+        decayed = Q(subtract.x, np.maximum(subtract.b, scale.b), subtract.r)
+    else:
+        decayed = th
+    new = alg.sub(decayed, step, rnd=False)  # CAME-STEP-12
+    x, target, reference = _finish(alg, new, param_dtype)
+    return Judged("theta", x, target, reference, param_dtype, _condition(x, decayed.x, step.x))

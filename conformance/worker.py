@@ -73,10 +73,13 @@ class _Server:
 
         if command == "describe":
             return _wire(self.adapter.describe())
-        if command == "open":  # a sharded target's rank also gets its sharding (conformance.distributed)
-            hp_json, params, dtype, variant, *sharding = args
+        if command == "open":  # keyword extras: a mixed-precision case's grad_dtype, a rank's sharding
+            hp_json, params, dtype, variant, *rest = args
+            extras = rest[0] if rest else {}
+            if not isinstance(extras, dict) or set(extras) - {"grad_dtype", "sharding"}:
+                raise ValueError(f"open: unknown extras {extras!r}")
             return self._keep(self.adapter.open(Hyperparameters.from_json(hp_json), params, dtype, variant,
-                                                *sharding))
+                                                **extras))
         if command == "construct":
             kwargs, variant = args
             return self._keep(self.adapter.construct(arguments.decode(kwargs, self.adapter.native()), variant))

@@ -166,10 +166,13 @@ class Hyperparameters:
         """Resolve the hyperparameters of parameter ``index`` at step t (1-based)."""
         group = self.group_of(index)
         weight_decay = group.weight_decay if group and group.weight_decay is not None else self.weight_decay
+        lr = group.learning_rate if group and group.learning_rate is not None else self.learning_rate
         return StepHyper(lr=self.lr_at(t, group), beta1=self.beta1, beta2=self.beta2_at(t), beta3=self.beta3,
                          eps1=self.eps1, eps_insta=self.eps_insta, clip_threshold=self.clip_threshold,
                          weight_decay=weight_decay, eps_scale=self.eps_scale if self.scale_parameter else None,
-                         loss_scale=self.loss_scale, compression=self.compression)
+                         loss_scale=self.loss_scale, compression=self.compression,
+                         beta2_computed=self.profile == "mindformers",
+                         lr_computed=self.relative_step or (lr is not None and lr.kind == "schedule"))
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in ("learning_rate", "groups")}

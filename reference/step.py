@@ -58,6 +58,11 @@ class StepHyper:
     eps_scale: float | None = None
     loss_scale: float = 1.0
     compression: bool = False
+    # How the values above come about, for the tolerance model (CAME-DTYPE-3): a target computes
+    # β2_t = 1 − t^(−c) (CAME-BETA2-2) and a scheduled or relative η_t (CAME-LR-4, CAME-LR-5), while a
+    # constant β2 or a constant or sequence η_t is only held in its precision.
+    beta2_computed: bool = False
+    lr_computed: bool = False
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,8 @@ TRAJECTORY_PROBES = {
     "mf-schedule": (_mf(learning_rate=LearningRate.exponential(0.05, 0.5)), ((3, 4), (4,)), 3, 1.0, 1.0),
     "mf-scale-parameter": (_mf(learning_rate=LearningRate.constant(0.05), scale_parameter=True,
                                weight_decay=0.2), ((3, 4), (4,)), 3, 1.0, 1e-5),
+    "mf-scale-parameter-decay": (_mf(learning_rate=LearningRate.constant(0.2), scale_parameter=True,
+                                     weight_decay=0.5), ((3, 4), (4,)), 3, 1.0, 1.0),
     "mf-relative-step": (_mf(learning_rate=None, relative_step=True), ((3, 4), (4,)), 3, 1.0, 1.0),
     "mf-warmup-init": (_mf(learning_rate=None, relative_step=True, warmup_init=True), ((3, 4), (4,)), 3, 1.0, 1.0),
     "mf-compression": (_mf(learning_rate=LearningRate.constant(0.05), compression=True, beta1=0.5),
@@ -91,6 +93,50 @@ def _run_probe(bugs, name):
         return snaps
     except Exception as exc:  # noqa: BLE001 - a raise is a behaviour too
         return ("raised", type(exc).__name__)
+
+
+# Mixed precision (CAME-DTYPE-4): gradients exact in another dtype than the parameters'.
+#: name: (hp, shapes, steps, grad scale, parameter dtype, gradient dtype)
+MIXED_PROBES = {
+    "mf-amp-float16": (_mf(learning_rate=LearningRate.constant(0.05)), ((3, 4), (4,)), 3, 300.0, "float32",
+                       "float16"),
+    "mf-bfloat16-float32": (_mf(learning_rate=LearningRate.constant(0.05)), ((3, 4), (4,)), 3, 1.0, "bfloat16",
+                            "float32"),
+}
+MIXED_MUTANTS = ("state-follows-grad-dtype", "square-in-grad-dtype", "grad-rounded-to-param-dtype")
+
+
+def _run_mixed_probe(bugs, name):
+    from came_conformance.reference.dtypes import round_to
+
+    hp, shapes, steps, grad_scale, dtype, grad_dtype = MIXED_PROBES[name]
+    params = [round_to(dtype, a) for a in _arrays(shapes, RNG_SEED)]
+    grads = [[round_to(grad_dtype, g) for g in step] for step in _grads(shapes, steps, RNG_SEED, grad_scale)]
+    try:
+        session = MutantAdapter("probe", hp.profile, bugs).open(hp, params, dtype, "default", grad_dtype)
+        snaps = []
+        for g in grads:
+            session.step(g)
+            snaps.append(session.read())
+        return snaps
+    except Exception as exc:  # noqa: BLE001 - a raise is a behaviour too
+        return ("raised", type(exc).__name__)
+
+
+@pytest.mark.parametrize("name", MIXED_MUTANTS)
+def test_mixed_precision_mutants_need_mixed_precision_cases(name):
+    """CAME-DTYPE-4: each mixed-precision mutant differs on a mixed probe and is bitwise the correct
+    port on every probe whose gradients have the parameters' dtype: no case before this family could
+    kill it."""
+    bugs = catalogue.BY_NAME[name].switches
+    assert any(_snapshots_differ(_run_mixed_probe(bugs, p), _run_mixed_probe(frozenset(), p)) for p in MIXED_PROBES)
+    for probe in TRAJECTORY_PROBES:
+        a, b = _run_probe(bugs, probe), _run_probe(frozenset(), probe)
+        assert isinstance(a, tuple) == isinstance(b, tuple)
+        if not isinstance(a, tuple):
+            for x, y in zip(a, b):
+                assert all(np.array_equal(u, v, equal_nan=True) for u, v in zip(x.params, y.params))
+                assert all(np.array_equal(s[k], r[k], equal_nan=True) for s, r in zip(x.state, y.state) for k in s)
 
 
 def _snapshots_differ(a, b) -> bool:
@@ -189,6 +235,8 @@ def witnesses(bugs) -> list[str]:
             found.append(f"{api} defaults and gradient shape")
     if _differs(_resumed(bugs), _resumed(frozenset())):
         found.append("checkpoint and resume")
+    found += [name for name in MIXED_PROBES if _snapshots_differ(_run_mixed_probe(bugs, name),
+                                                                 _run_mixed_probe(frozenset(), name))]
     return found
 
 

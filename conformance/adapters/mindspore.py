@@ -31,15 +31,18 @@ VARIANTS = tuple(f"{m}-{p}" for p in ("came", "fused") for m in base.MODES)
 # float64 parameters run, but with float32 hyperparameters (eps, betas, lr, β2_t): float32 accuracy, so float64
 # is not declared; the runner runs the float64 fixtures at float32 instead (investigation.md, "float64").
 MS_DTYPES = {"float32": mstype.float32, "float16": mstype.float16}
+#: CAME-DTYPE-4: float16 gradients of float32 parameters run (and round the float32 state through float16,
+#: MS-MIXED-STATE-FLOAT16); bfloat16 gradients fail kernel selection on CPU (investigation.md "Mixed precision").
+GRAD_DTYPES = {"float32": ("float16",), "float16": ("float32",)}
 OPTIONS = frozenset({"weight_decay", "scale_parameter", "relative_step", "warmup_init", "compression", "loss_scale",
                      "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore"})
 
 
 class Session(base.MindsporeSession):
-    def __init__(self, optim: Came, variant: str):
+    def __init__(self, optim: Came, variant: str, grad_dtype: str | None = None):
         if variant.endswith("-fused"):
             optim.target = "CPU"  # Came's own switch: use_fused_ada_factor = True
-        super().__init__(optim, variant)
+        super().__init__(optim, variant, grad_dtype)
 
     def state_tensor(self, name: str, index: int, shape: tuple) -> np.ndarray:
         """CAME-STATE-2/3 by spec name; MindFormers' (1,)-shaped placeholders for unused tensors are left out.
@@ -61,12 +64,16 @@ class MindsporeAdapter(base.MindsporeAdapter):
     Session = Session
 
     def describe(self) -> TargetInfo:
+        # float16 parameters: state kept in float16; G², the EMAs' sums and θ's update in float32, but
+        # F(r, c), F(R, C) and the direction in float16 (ops on float16 state and a float32 0-D tensor
+        # stay float16): compute float16 (investigation.md "Dtypes"); hyperparameters are float32 Tensors.
         return TargetInfo(name="mindspore", profile="mindformers", api="mindformers",
                           versions={"mindspore": ms.__version__, "mindformers": mindformers.__version__,
                                     "numpy": np.__version__},
-                          dtypes=tuple(MS_DTYPES), variants=VARIANTS, options=OPTIONS)
+                          dtypes=tuple(MS_DTYPES), variants=VARIANTS, options=OPTIONS,
+                          precision={"float16": {"compute": "float16"}}, grad_dtypes=GRAD_DTYPES)
 
-    def open(self, hp: Hyperparameters, params, dtype, variant) -> Session:
+    def open(self, hp: Hyperparameters, params, dtype, variant, grad_dtype=None) -> Session:
         """Build ``Came`` from canonical hyperparameters (CAME-HP-3); eps = (ε1, ε_scale, ε_insta)."""
         if hp.profile != "mindformers":
             raise NotApplicable("mindformers Came implements the mindformers profile only (β2_t rule) [CAME-HP-3]")
@@ -78,7 +85,7 @@ class MindsporeAdapter(base.MindsporeAdapter):
                                 f"{dtype} parameters are not supported")
         if hp.loss_scale != int(hp.loss_scale):
             raise NotApplicable(f"loss_scale={hp.loss_scale}: Came accepts an int loss_scale only")
-        return super().open(hp, params, dtype, variant)
+        return super().open(hp, params, dtype, variant, grad_dtype)
 
     def build(self, params, hp: Hyperparameters, variant: str) -> Came:
         return Came(params, learning_rate=None if hp.relative_step else base.learning_rate(hp.learning_rate),

@@ -140,8 +140,8 @@ class MindsporeSession:
     STATE_ATTRIBUTES = {name: name for name in ("exp_avg", "exp_avg_sq", "exp_avg_sq_row", "exp_avg_sq_col",
                                                 "exp_avg_insta_row", "exp_avg_insta_col")}
 
-    def __init__(self, optim, variant: str):
-        self.optim, self.variant = optim, variant
+    def __init__(self, optim, variant: str, grad_dtype: str | None = None):
+        self.optim, self.variant, self.grad_dtype = optim, variant, grad_dtype  # grad_dtype: CAME-DTYPE-4
         self.params = list(optim._parameters)
 
     def step(self, grads):
@@ -150,7 +150,9 @@ class MindsporeSession:
         for i, g in enumerate(grads):
             g, p = np.asarray(g), self.params[i] if i < len(self.params) else None
             if g.dtype.kind == "f" and p is not None and g.shape == tuple(p.shape):
-                g = g.astype(mstype.dtype_to_nptype(p.dtype))  # exact: values are representable (protocol)
+                # exact: the values are representable (protocol); a mixed-precision case's gradient dtype
+                to = MS_DTYPES[self.grad_dtype] if self.grad_dtype else p.dtype
+                g = g.astype(mstype.dtype_to_nptype(to))
             tensors.append(Tensor(g))  # step-phase error cases keep their count, shape and dtype
         self.optim(tuple(tensors))
         _pynative_executor.sync()  # PyNative launches asynchronously: raise kernel errors at this step
@@ -205,10 +207,11 @@ class MindsporeAdapter:
     def native(self) -> Hooks:
         return Hooks()
 
-    def open(self, hp: Hyperparameters, params, dtype: str, variant: str) -> MindsporeSession:
+    def open(self, hp: Hyperparameters, params, dtype: str, variant: str, grad_dtype: str | None = None) -> MindsporeSession:
+        """``grad_dtype``: a mixed-precision case (CAME-DTYPE-4), for a target declaring ``grad_dtypes``."""
         ps = make_parameters(params, dtype)
         enter(variant)
-        return self.Session(self.build(param_groups(hp, ps), hp, variant), variant)
+        return self.Session(self.build(param_groups(hp, ps), hp, variant), variant, grad_dtype)
 
     def construct(self, kwargs: dict, variant: str) -> MindsporeSession:
         enter(variant)

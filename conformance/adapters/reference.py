@@ -67,14 +67,19 @@ class ReferenceAdapter:
         self.profile = profile
 
     def describe(self) -> TargetInfo:
+        dtypes = ("float64", "float32", "float16", "bfloat16")
+        # float64 arithmetic and state for every parameter dtype; θ' rounded once into its dtype
+        # (CAME-DTYPE-1, CAME-DTYPE-2).  Gradients of any dtype are read exactly (CAME-DTYPE-4).
         return TargetInfo(name="reference" if self.profile == "mindformers" else "reference-paper",
                           profile=self.profile, api=self.profile, versions={"numpy": np.__version__},
-                          dtypes=("float64", "float32", "float16", "bfloat16"), options=ALL_OPTIONS)
+                          dtypes=dtypes, options=ALL_OPTIONS,
+                          precision={d: {"state": "float64", "compute": "float64"} for d in dtypes},
+                          grad_dtypes={d: tuple(g for g in dtypes if g != d) for d in dtypes})
 
     def native(self):
         return _Hooks()
 
-    def open(self, hp: Hyperparameters, params, dtype, variant) -> Session:
+    def open(self, hp: Hyperparameters, params, dtype, variant, grad_dtype=None) -> Session:
         optim = front.MindformersCame.__new__(front.MindformersCame)
         optim.hp = hp
         optim._start([front.Parameter(np.array(p, dtype=np.float64)) for p in params])

@@ -45,8 +45,9 @@ def _tensors(view, i: int) -> dict:
 
 def _fail(step, i, name, clause, rank, found, note) -> RankCheck:
     index, got, want = found
-    return RankCheck(step, i, name, clause, False, np.inf, np.inf, np.inf, np.inf, index or None, got, want, 0.0,
-                     note, np.inf, rank)
+    return RankCheck(step=step, param=i, tensor=name, clause=clause, ok=False, max_ulps=np.inf, max_abs=np.inf,
+                     max_rel=np.inf, worst_bound_ratio=np.inf, index=index or None, target_value=got,
+                     reference_value=want, tolerance=0.0, note=note, element_ulps=np.inf, rank=rank)
 
 
 def check_ranks(step: int, snap) -> list[RankCheck]:

@@ -152,13 +152,14 @@ class DistributedTargetProcess:
         if command == "describe":
             return self._fan_out(self.describe_world, [("describe",)] * self.describe_world)[0]
         if command == "open":
-            hp_json, params, dtype, variant, *case_layouts = args
+            hp_json, params, dtype, variant, *rest = args
+            extras = dict(rest[0]) if rest else {}  # execute's open extras: the case's layouts, a grad_dtype
+            case_layouts = extras.pop("layouts", None)
             mode, world = layout.parse_variant(variant)
             shapes = [tuple(np.shape(p)) for p in params]
-            layouts = list(case_layouts[0]) if case_layouts and case_layouts[0] else \
-                layout.default_layouts(mode, shapes)
-            sharding = {"layouts": layouts, "shapes": [list(s) for s in shapes]}
-            replies = self._fan_out(world, [("open", hp_json, params, dtype, variant, sharding)] * world)
+            layouts = list(case_layouts) if case_layouts else layout.default_layouts(mode, shapes)
+            extras["sharding"] = {"layouts": layouts, "shapes": [list(s) for s in shapes]}
+            replies = self._fan_out(world, [("open", hp_json, params, dtype, variant, extras)] * world)
             return self._opened(world, replies, layouts, shapes)
         if command == "construct":
             kwargs, variant = args

@@ -44,10 +44,10 @@ class RankAdapter:
     def native(self):
         return self.adapter.native()
 
-    def open(self, hp, params, dtype, variant, sharding=None):
+    def open(self, hp, params, dtype, variant, sharding=None, **extras):
         self._join()
         sharding = {**(sharding or {}), "rank": self.rank, "world_size": self.world}
-        return self.adapter.open(hp, params, dtype, variant, sharding)
+        return self.adapter.open(hp, params, dtype, variant, sharding=sharding, **extras)
 
     def construct(self, kwargs, variant):
         self._join()

@@ -29,8 +29,8 @@ PAPER_OPTIONS = frozenset({"weight_decay", "groups", "lr_sequence", "lr_schedule
 class Hooks:
     """Native objects for decoded constructor arguments (conformance.arguments)."""
 
-    def parameter(self, value, name):
-        return port.Parameter(np.asarray(value, dtype=np.float64), name)
+    def parameter(self, value, name):  # constructor-made parameters are float32 (adapter protocol)
+        return port.Parameter(np.asarray(value, dtype=np.float64), name, "float32")
 
     def tensor(self, value):
         return np.asarray(value)
@@ -93,26 +93,54 @@ def _lr_argument(lr: LearningRate | None, hooks: Hooks):
     return hooks.schedule(lr)
 
 
+DTYPES = ("float64", "float32", "float16", "bfloat16")
+#: The per-dtype designs of ``MutantAdapter(computing=dtype)`` (docs/mutation.md "Per dtype"):
+#: (state, compute) for parameters of that dtype.  float16 arithmetic loses ε1 and ε_insta and float16
+#: state overflows (CAME-DTYPE-3), so the float16 port is came-pytorch's design: float32 state and
+#: arithmetic, float16 parameters.  bfloat16 has float32's range: state and arithmetic in bfloat16.
+PER_DTYPE = {"float32": ("float32", "float32"), "float16": ("float32", "float32"),
+             "bfloat16": ("bfloat16", "bfloat16")}
+
+
 class MutantAdapter:
-    def __init__(self, name: str, profile: str, bugs=frozenset()):
+    """``computing``: None for float64 arithmetic and state for every dtype; or one dtype of ``PER_DTYPE``,
+    the only parameter dtype the port then takes, computed as that entry says (scalars in float32)."""
+
+    def __init__(self, name: str, profile: str, bugs=frozenset(), computing: str | None = None):
         if profile not in ("mindformers", "paper"):
             raise ValueError(f"profile {profile!r}")
-        self.name, self.profile, self.bugs = name, profile, frozenset(bugs)
+        if computing is not None and computing not in PER_DTYPE:
+            raise ValueError(f"computing {computing!r}: one of {sorted(PER_DTYPE)}")
+        self.name, self.profile, self.bugs, self.computing = name, profile, frozenset(bugs), computing
+
+    def rounding(self) -> port.Rounding:
+        if self.computing is None:
+            return port.Rounding()
+        state, compute = PER_DTYPE[self.computing]
+        return port.Rounding(compute=compute, state=state, scalars="float32")
 
     def describe(self) -> TargetInfo:
+        if self.computing is None:
+            dtypes, precision = DTYPES, {d: {"state": "float64", "compute": "float64"} for d in DTYPES}
+        else:
+            state, compute = PER_DTYPE[self.computing]
+            dtypes = (self.computing,)
+            # reductions: a float64 NumPy sum, then one rounding (any order is within that bound)
+            precision = {self.computing: {"state": state, "compute": compute, "scalars": "float32",
+                                          "accumulate": "float64"}}
         return TargetInfo(name=f"mutant:{self.name}", profile=self.profile, api=self.profile,
                           versions={"numpy": np.__version__, "port": "came_conformance.mutants.port",
-                                    "switches": ",".join(sorted(self.bugs)) or "none"},
-                          dtypes=("float64", "float32", "float16", "bfloat16"),
-                          options=ALL_OPTIONS if self.profile == "mindformers" else PAPER_OPTIONS,
-                          state_dtype={"float32": "float64", "float16": "float64", "bfloat16": "float64"})
+                                    "switches": ",".join(sorted(self.bugs)) or "none",
+                                    "computing": self.computing or "float64"},
+                          dtypes=dtypes, options=ALL_OPTIONS if self.profile == "mindformers" else PAPER_OPTIONS,
+                          precision=precision, grad_dtypes={d: tuple(g for g in DTYPES if g != d) for d in dtypes})
 
     def native(self) -> Hooks:
         return Hooks()
 
-    def _params_argument(self, hp: Hyperparameters, params, dtype, hooks):
+    def _params_argument(self, hp: Hyperparameters, params, dtype, hooks, grad_dtype=None):
         """The ``params`` argument: one group dict per canonical group, the rest bare (CAME-GROUP-1)."""
-        tensors = [port.Parameter(np.asarray(p, np.float64), f"p{i}", dtype) for i, p in enumerate(params)]
+        tensors = [port.Parameter(np.asarray(p, np.float64), f"p{i}", dtype, grad_dtype) for i, p in enumerate(params)]
         items, order, owners, grouped = [], [], [], set()
         for g in hp.groups:
             entry = {"params": [tensors[i] for i in g.params]}
@@ -132,20 +160,20 @@ class MutantAdapter:
             order.extend(rest)
         return items, order, owners
 
-    def open(self, hp: Hyperparameters, params, dtype, variant) -> Session:
+    def open(self, hp: Hyperparameters, params, dtype, variant, grad_dtype=None) -> Session:
         if variant != "default":
             raise NotApplicable(f"variant {variant!r}")
         if hp.profile != self.profile:
             raise NotApplicable(f"profile {hp.profile!r}")
         hooks = self.native()
-        items, order, owners = self._params_argument(hp, params, dtype, hooks)
+        items, order, owners = self._params_argument(hp, params, dtype, hooks, grad_dtype)
         if self.profile == "mindformers":
             optim = port.Came(items, learning_rate=None if hp.relative_step else _lr_argument(hp.learning_rate, hooks),
                               eps=(hp.eps1, hp.eps_scale, hp.eps_insta), clip_threshold=hp.clip_threshold,
                               decay_rate=hp.decay_rate, beta1=hp.beta1, beta3=hp.beta3, weight_decay=hp.weight_decay,
                               scale_parameter=hp.scale_parameter, relative_step=hp.relative_step,
                               warmup_init=hp.warmup_init, compression=hp.compression, loss_scale=hp.loss_scale,
-                              bugs=self.bugs)
+                              bugs=self.bugs, rounding=self.rounding())
             return Session(optim, order)
         for option in ("scale_parameter", "relative_step", "warmup_init", "compression"):
             if getattr(hp, option):
@@ -157,7 +185,8 @@ class MutantAdapter:
         except ValueError:
             lr = 0.0
         optim = port.CAME(items, lr=lr, eps=(hp.eps1, hp.eps_insta), clip_threshold=hp.clip_threshold,
-                          betas=(hp.beta1, hp.beta2, hp.beta3), weight_decay=hp.weight_decay, bugs=self.bugs)
+                          betas=(hp.beta1, hp.beta2, hp.beta3), weight_decay=hp.weight_decay, bugs=self.bugs,
+                          rounding=self.rounding())
         if len(optim.param_groups) != len(owners):
             raise AssertionError("parameter groups do not line up with the canonical groups")
         return Session(optim, order, hp, owners)
@@ -165,4 +194,4 @@ class MutantAdapter:
     def construct(self, kwargs, variant) -> Session:
         if variant != "default":
             raise NotApplicable(f"variant {variant!r}")
-        return Session(port.constructor(self.profile, self.bugs)(**kwargs))
+        return Session(port.constructor(self.profile, self.bugs, self.rounding())(**kwargs))

@@ -29,6 +29,7 @@ FAMILIES = (
     "state shapes and axes", "epsilon placement", "beta2 schedule", "clipping", "first moment", "instability",
     "instability statistics", "confidence-scaled update", "1-D path", "higher-rank tensors", "weight decay",
     "learning rate", "options", "state precision", "step counter", "documented defaults", "error contract",
+    "mixed precision",
 )
 
 
@@ -140,6 +141,23 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- state precision ---
     _m("state-float32", "state precision", "state kept in float32 for float64 parameters",
        clauses=("CAME-DTYPE-3",)),
+    # --- mixed precision (CAME-DTYPE-4): gradients in another dtype than the parameter's ---
+    _m("state-follows-grad-dtype", "mixed precision",
+       "the stored statistics are cast to the gradient's dtype before their update (float16 for float32 "
+       "parameters under AMP), as MindFormers' cast(state, grad_dtype) does", clauses=("CAME-DTYPE-4",)),
+    _m("square-in-grad-dtype", "mixed precision",
+       "G² + ε1 formed in the gradient's half dtype before the upcast: it overflows above |G| = 256",
+       clauses=("CAME-DTYPE-4", "CAME-STEP-2")),
+    _m("grad-rounded-to-param-dtype", "mixed precision",
+       "float32 gradients of bfloat16 parameters rounded to bfloat16 before a float32 computation",
+       clauses=("CAME-DTYPE-4",)),
+    # --- low-precision steps: visible only where a step is above θ's resolution ---
+    _m("scale-parameter-after-decay", "options",
+       "scale_parameter takes RMS(θ) after the weight decay (with η_t) instead of before",
+       clauses=("CAME-STEP-10", "CAME-OPT-1")),
+    _m("vector-momentum-aliased", "1-D path",
+       "the 1-D first moment ends up 100 times too small (a buffer aliased with a scaled temporary, as in "
+       "pytorch-optimizer 3.11.0)", clauses=("CAME-STEP-6",)),
     # --- step counter ---
     _m("step-counter-frozen", "step counter",
        "the global step is incremented on a copy and never written back: t = 1 at every step",

@@ -54,6 +54,10 @@ SWITCHES = frozenset({
     "compression-wrong-state", "loss-scale-ignored", "loss-scale-multiplied",
     # state precision (CAME-DTYPE-3)
     "state-float32",
+    # mixed precision: gradients in another dtype than the parameter's (CAME-DTYPE-4)
+    "state-follows-grad-dtype", "square-in-grad-dtype", "grad-rounded-to-param-dtype",
+    # low-precision steps (CAME-DTYPE-2, CAME-STEP-10)
+    "scale-parameter-after-decay", "vector-momentum-aliased",
     # the step counter (CAME-STATE-5) and checkpoints
     "step-counter-frozen", "step-from-first-param", "checkpoint-drops-step",
     # more shapes: 0-D and zero-size parameters (CAME-STATE-3, CAME-ZERO-1)
@@ -79,9 +83,10 @@ F64 = np.float64
 class Parameter:
     """A named parameter: float64 storage holding values of its ``dtype`` (CAME-DTYPE-2)."""
 
-    def __init__(self, data, name: str = "", dtype: str = "float64"):
+    def __init__(self, data, name: str = "", dtype: str = "float64", grad_dtype: str | None = None):
         self.data = np.array(data, dtype=F64)
         self.name, self.dtype = name, dtype
+        self.grad_dtype = grad_dtype or dtype  # the dtype its gradients arrive in (CAME-DTYPE-4)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -231,6 +236,33 @@ class _Checks:
 
 
 # --------------------------------------------------------------------------------------------
+# Precision: float64 by default; a port may compute, store and hold its scalars coarser
+# --------------------------------------------------------------------------------------------
+
+class Rounding:
+    """Where this port rounds (CAME-DTYPE-3): every elementwise result to ``compute``, the state to
+    ``state``, the hyperparameters to ``scalars``.  Reductions add in float64 (NumPy), then round."""
+
+    def __init__(self, compute: str = "float64", state: str = "float64", scalars: str = "float64"):
+        self.compute, self.state, self.scalars = compute, state, scalars
+
+    def c(self, x):
+        return x if self.compute == "float64" else round_to(self.compute, x)
+
+    def s(self, x: float) -> float:
+        return x if self.scalars == "float64" else float(round_to(self.scalars, x))
+
+    def store(self, x):
+        return x if self.state == "float64" else round_to(self.state, x)
+
+
+def _coarser(a: str, b: str) -> bool:
+    """Does ``a`` have fewer significand bits than ``b``?"""
+    bits = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
+    return bits[a] < bits[b]
+
+
+# --------------------------------------------------------------------------------------------
 # The optimizer
 # --------------------------------------------------------------------------------------------
 
@@ -245,6 +277,8 @@ class _CameBase:
         if unknown:
             raise KeyError(f"unknown bug switches {sorted(unknown)}")
         self.bugs, self.defaults = frozenset(bugs), defaults
+        if not hasattr(self, "rounding"):
+            self.rounding = Rounding()
         self.param_groups = self._groups(params)
         self.state: dict[int, dict[str, np.ndarray]] = {}
         for p in self.parameters():  # MindSpore clones its moments at construction: zero state (CAME-STATE-4)
@@ -321,15 +355,15 @@ class _CameBase:
     # ---- reductions ----
     def _row_mean(self, x):
         if "row-col-axes-swapped" in self.bugs:
-            return x.mean(axis=-2)
-        return x.mean(axis=-1)
+            return self.rounding.c(x.mean(axis=-2))
+        return self.rounding.c(x.mean(axis=-1))
 
     def _col_mean(self, x):
         if "row-col-axes-swapped" in self.bugs:
-            return x.mean(axis=-1)
+            return self.rounding.c(x.mean(axis=-1))
         if "batch-axes-merged" in self.bugs and x.ndim > 2:
-            return x.reshape(-1, x.shape[-1]).mean(axis=0)
-        return x.mean(axis=-2)
+            return self.rounding.c(x.reshape(-1, x.shape[-1]).mean(axis=0))
+        return self.rounding.c(x.mean(axis=-2))
 
     def _expand(self, row, col, shape):
         """Broadcast row/column factors to the parameter's shape."""
@@ -349,15 +383,15 @@ class _CameBase:
             tiny = 1e-30
             row, col = np.maximum(row, tiny), np.maximum(col, tiny)
             scale = np.maximum(scale, tiny)
-        r, c = self._expand(row / scale, col, shape)
+        rd = self.rounding.c
+        r, c = self._expand(rd(row / rd(scale)), col, shape)
         if eps_after_sqrt:
-            return 1.0 / (np.sqrt(r * c) + eps_after_sqrt)
-        return r ** -0.5 * c ** -0.5
+            return rd(1.0 / rd(rd(np.sqrt(rd(r * c))) + eps_after_sqrt))
+        return rd(rd(r ** -0.5) * rd(c ** -0.5))
 
-    @staticmethod
-    def _rms(x) -> float:
-        """CAME-DEF-1, as torch ports write it: ‖x‖₂ / sqrt(numel)."""
-        return float(np.linalg.norm(x.ravel()) / math.sqrt(x.size))
+    def _rms(self, x) -> float:
+        """CAME-DEF-1, as torch ports write it: ‖x‖₂ / sqrt(numel) (a float64 sum, then one rounding)."""
+        return float(self.rounding.c(np.linalg.norm(x.ravel()) / math.sqrt(x.size)))
 
     # ---- per-step hyperparameters ----
     def _beta2(self, t: int) -> float:
@@ -415,80 +449,97 @@ class _CameBase:
 
     # ---- one parameter (CAME-STEP-1 … CAME-STEP-12) ----
     def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict, lr: float, beta2: float) -> None:
+        """One parameter's step.  Every result goes through ``rd`` (the compute precision), every stored
+        state tensor through ``keep`` (the state dtype), every hyperparameter through ``sc``; in float64,
+        all three are the identity and this is plain float64 arithmetic."""
         bugs = self.bugs
+        rd, sc, keep = self.rounding.c, self.rounding.s, self.rounding.store
         if p.data.size == 0 and "zero-size-not-skipped" not in bugs:
             return  # CAME-ZERO-1
         if p.data.ndim == 0 and "rank0-skipped" in bugs:
             return  # "scalars have nothing to factor": skipped like empty tensors
         if "step-from-first-param" in bugs:
             state["step"] += 1
-        eps1, eps_insta = self.eps1, self.eps_insta
-        beta1, beta3 = group["beta1"], group["beta3"]
+        eps1, eps_insta = sc(self.eps1), sc(self.eps_insta)
+        beta1, beta3, beta2 = sc(group["beta1"]), sc(group["beta3"]), sc(beta2)
         weight_decay = self.defaults["weight_decay"] if "wd-group-ignored" in bugs else group["weight_decay"]
+        weight_decay = sc(weight_decay)
+        # CAME-DTYPE-4: a gradient coarser than the compute precision is exact in it; a finer one rounds once
+        narrow = _coarser(p.grad_dtype, self.rounding.compute) and p.grad_dtype != p.dtype
+        if "grad-rounded-to-param-dtype" in bugs and p.grad_dtype != p.dtype:
+            grad = round_to(p.dtype, grad)  # "p.grad.to(p.dtype)" before an upcast computation
+        grad = rd(grad)
 
         if "loss-scale-multiplied" in bugs:
-            grad = grad * self.loss_scale
+            grad = rd(grad * sc(self.loss_scale))
         elif "loss-scale-ignored" not in bugs:
-            grad = grad / self.loss_scale  # CAME-STEP-1, CAME-OPT-4
+            grad = rd(grad / sc(self.loss_scale))  # CAME-STEP-1, CAME-OPT-4
         if "wd-coupled" in bugs and weight_decay != 0.0:
-            grad = grad + weight_decay * p.data  # L2 folded into the gradient (Adam style)
+            grad = rd(grad + rd(weight_decay * p.data))  # L2 folded into the gradient (Adam style)
 
         factored = self._factored(p.shape)
         moved_eps = any(b in bugs for b in ("eps1-after-ema", "eps1-after-sqrt")) or \
             ("vector-eps-outside-sqrt" in bugs and not factored)
         if "eps1-outside-square" in bugs:
-            update = (grad + eps1) ** 2
+            update = rd(rd(grad + eps1) ** 2)
+        elif "square-in-grad-dtype" in bugs and narrow:  # G² formed in the (half) gradient's dtype
+            gd = p.grad_dtype
+            update = round_to(gd, round_to(gd, grad * grad) + eps1)
         else:
-            update = grad ** 2 if moved_eps else grad ** 2 + eps1  # CAME-STEP-2
+            update = rd(grad ** 2) if moved_eps else rd(rd(grad ** 2) + eps1)  # CAME-STEP-2
+
+        def old(name):  # the stored state as this step reads it
+            value = state[name]
+            if "state-follows-grad-dtype" in bugs and narrow:  # cast(state, grad_dtype), MindFormers-style
+                return round_to(p.grad_dtype, value)
+            return value
+
         if factored:
             row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
-            row *= beta2  # CAME-STEP-3
-            row += (1.0 - beta2) * self._row_mean(update)
-            col *= beta2
-            col += (1.0 - beta2) * self._col_mean(update)
-            if "eps1-after-ema" in bugs:
-                row += eps1
-                col += eps1
-            u = self._approx(row, col, p.shape, eps1 if "eps1-after-sqrt" in bugs else 0.0) * grad  # CAME-STEP-4
+            row[...] = keep(rd(rd(beta2 * old("exp_avg_sq_row")) + rd(sc(1.0 - beta2) * self._row_mean(update))))
+            col[...] = keep(rd(rd(beta2 * old("exp_avg_sq_col")) + rd(sc(1.0 - beta2) * self._col_mean(update))))
+            if "eps1-after-ema" in bugs:  # CAME-STEP-3
+                row[...] = keep(rd(row + eps1))
+                col[...] = keep(rd(col + eps1))
+            u = rd(self._approx(row, col, p.shape, eps1 if "eps1-after-sqrt" in bugs else 0.0) * grad)  # CAME-STEP-4
         else:
             v = state["exp_avg_sq"]
-            v *= beta2  # CAME-STEP-3V
-            v += (1.0 - beta2) * update
+            v[...] = keep(rd(rd(beta2 * old("exp_avg_sq")) + rd(sc(1.0 - beta2) * update)))  # CAME-STEP-3V
             if "eps1-after-ema" in bugs:
-                v += eps1
+                v[...] = keep(rd(v + eps1))
             v_used = v.copy() if "compression-uses-unrounded" in bugs else v
             if self.compression and "compression-wrong-state" not in bugs:
                 v[...] = v.astype(np.float16)  # CAME-OPT-5: stored in float16, used as stored
             v = v_used
             if "eps1-after-sqrt" in bugs:
-                u = grad / (np.sqrt(v) + eps1)
+                u = rd(grad / rd(rd(np.sqrt(v)) + eps1))
             elif "vector-eps-outside-sqrt" in bugs:
-                u = grad / np.sqrt(v + eps1)
+                u = rd(grad / rd(np.sqrt(rd(v + eps1))))
             else:
-                u = grad / np.sqrt(v)  # CAME-STEP-4V
+                u = rd(grad / rd(np.sqrt(v)))  # CAME-STEP-4V
         unclipped = u
         if "vector-no-clip" in bugs and not factored:
             rms = 0.0
         elif "clip-rms-last-axis" in bugs and u.ndim >= 1:
-            rms = np.sqrt(np.mean(u * u, axis=-1, keepdims=True))
+            rms = rd(np.sqrt(np.mean(u * u, axis=-1, keepdims=True)))
         else:
             rms = self._rms(u)  # CAME-STEP-5
         if "clip-threshold-multiplied" in bugs:
-            ratio = rms * self.clip_threshold
+            ratio = rd(rms * sc(self.clip_threshold))
         else:
-            ratio = rms / self.clip_threshold
+            ratio = rd(rms / sc(self.clip_threshold))
         divisor = np.minimum(1.0, ratio) if "clip-min" in bugs else np.maximum(1.0, ratio)
-        u = u / divisor
+        u = rd(u / divisor)
 
         m = state["exp_avg"]
         m_old = m.copy()
         if "plain-adafactor" not in bugs:
             if "beta1-swapped" in bugs:
-                m *= 1.0 - beta1
-                m += beta1 * u
+                m[...] = keep(rd(rd(sc(1.0 - beta1) * m) + rd(beta1 * u)))
             else:
-                m *= beta1  # CAME-STEP-6
-                m += (1.0 - beta1) * u
+                m[...] = keep(rd(rd(beta1 * m) + rd(sc(1.0 - beta1) * u)))  # CAME-STEP-6
+            if "vector-momentum-aliased" in bugs and not factored:
+                m[...] = keep(rd(m * 0.01))  # a buffer aliased with a scaled temporary: 100 times too small
             if self.compression and "compression-wrong-state" in bugs:
                 m[...] = m.astype(np.float16)
 
@@ -497,45 +548,47 @@ class _CameBase:
             direction = u  # Adafactor: the clipped update itself, no momentum, no confidence
         elif factored:
             base = unclipped if "insta-uses-unclipped" in bugs else u
-            res = (base - (m_old if "insta-old-m" in bugs else m)) ** 2  # CAME-STEP-7
+            res = rd(rd(base - (m_old if "insta-old-m" in bugs else m)) ** 2)  # CAME-STEP-7
             if "eps-insta-missing" not in bugs:
-                res = res + eps_insta
+                res = rd(res + eps_insta)
             big_r, big_c = state["exp_avg_insta_row"], state["exp_avg_insta_col"]
-            big_r *= beta_insta  # CAME-STEP-8
-            big_r += (1.0 - beta_insta) * self._row_mean(res)
-            big_c *= beta_insta
-            big_c += (1.0 - beta_insta) * self._col_mean(res)
+            big_r[...] = keep(rd(rd(beta_insta * old("exp_avg_insta_row"))  # CAME-STEP-8
+                                 + rd(sc(1.0 - beta_insta) * self._row_mean(res))))
+            big_c[...] = keep(rd(rd(beta_insta * old("exp_avg_insta_col"))
+                                 + rd(sc(1.0 - beta_insta) * self._col_mean(res))))
             if "no-confidence" in bugs:
                 direction = m
             elif "confidence-inverted" in bugs:
-                direction = m / self._approx(big_r, big_c, p.shape)
+                direction = rd(m / self._approx(big_r, big_c, p.shape))
             else:
-                direction = self._approx(big_r, big_c, p.shape) * m  # CAME-STEP-9
+                direction = rd(self._approx(big_r, big_c, p.shape) * m)  # CAME-STEP-9
         elif "vector-confidence" in bugs:
-            res = (u - m) ** 2 + eps_insta
+            res = rd(rd(rd(u - m) ** 2) + eps_insta)
             ins = state["exp_avg_insta"]
-            ins *= beta_insta
-            ins += (1.0 - beta_insta) * res
-            direction = m / np.sqrt(ins)
+            ins[...] = keep(rd(rd(beta_insta * ins) + rd(sc(1.0 - beta_insta) * res)))
+            direction = rd(m / rd(np.sqrt(ins)))
         else:
             direction = m  # CAME-STEP-9V
 
-        theta = p.data
+        theta = rd(p.data)
+        lr = sc(lr)
         lr_decay = lr
         if self.scale_parameter:  # CAME-STEP-10, CAME-OPT-1
             source = grad if "scale-parameter-grad-rms" in bugs else theta
             if "scale-parameter-new-theta" in bugs:
-                source = theta - lr * direction
+                source = rd(theta - rd(lr * direction))
+            if "scale-parameter-after-decay" in bugs and weight_decay != 0.0:
+                source = rd(theta - rd(rd(lr * weight_decay) * theta))  # θ decayed (with η_t) before its RMS
             floor = self.eps1 if "scale-parameter-eps1" in bugs else self.eps_scale
-            lr = lr * max(floor, self._rms(source))
+            lr = rd(lr * max(sc(floor), self._rms(source)))
             lr_decay = lr_decay if "wd-unscaled-lr" in bugs else lr
         decoupled = weight_decay != 0.0 and "wd-coupled" not in bugs
-        decay = weight_decay if "wd-not-times-lr" in bugs else lr_decay * weight_decay
+        decay = weight_decay if "wd-not-times-lr" in bugs else rd(lr_decay * weight_decay)
         if decoupled and "wd-after-update" not in bugs:
-            theta = theta - decay * theta  # CAME-STEP-11
-        theta = theta - lr * direction  # CAME-STEP-12
+            theta = rd(theta - rd(decay * theta))  # CAME-STEP-11
+        theta = rd(theta - rd(lr * direction))  # CAME-STEP-12
         if decoupled and "wd-after-update" in bugs:
-            theta = theta - decay * theta
+            theta = rd(theta - rd(decay * theta))
         p.data = round_to(p.dtype, theta)  # CAME-DTYPE-2: stored in the parameter's dtype
 
         if "state-float32" in bugs and p.dtype == "float64":
@@ -566,13 +619,13 @@ WRONG_DEFAULTS = {
 }
 
 
-def constructor(api: str, bugs: frozenset[str] = frozenset()):
+def constructor(api: str, bugs: frozenset[str] = frozenset(), rounding: "Rounding | None" = None):
     """The documented constructor of ``api`` as this port ships it (its defaults included)."""
     cls = Came if api == "mindformers" else CAME
     wrong = {key: value for bug, (where, key, value) in WRONG_DEFAULTS.items() if bug in bugs and where == api}
 
     def make(*args, **kwargs):
-        return cls(*args, **{**wrong, **kwargs}, bugs=bugs)
+        return cls(*args, **{**wrong, **kwargs}, bugs=bugs, rounding=rounding)
 
     return make
 
@@ -589,8 +642,9 @@ class Came(_CameBase):
     def __init__(self, params, learning_rate=None, eps=(1e-30, 1e-3, 1e-16), clip_threshold=1.0,
                  decay_rate=0.8, beta1=0.9, beta3=0.99, weight_decay=0.0, scale_parameter=False,
                  relative_step=False, warmup_init=False, compression=False, loss_scale=1, *,
-                 bugs: frozenset[str] = frozenset()):
+                 bugs: frozenset[str] = frozenset(), rounding: Rounding | None = None):
         self.bugs = bugs = frozenset(bugs)
+        self.rounding = rounding or Rounding()
         self.checks = c = _Checks("Came", bugs)
         self.eps1, self.eps_scale, self.eps_insta = c.eps(eps, 3)
         self.clip_threshold = c.float_("clip_threshold", clip_threshold)
@@ -671,8 +725,9 @@ class CAME(_CameBase):
     loss_scale, eps_scale = 1.0, None
 
     def __init__(self, params, lr=None, eps=(1e-30, 1e-16), clip_threshold=1.0, betas=(0.9, 0.999, 0.9999),
-                 weight_decay=0.0, *, bugs: frozenset[str] = frozenset()):
+                 weight_decay=0.0, *, bugs: frozenset[str] = frozenset(), rounding: Rounding | None = None):
         self.bugs = bugs = frozenset(bugs)
+        self.rounding = rounding or Rounding()
         self.checks = c = _Checks("CAME", bugs)
         lr = self._group_lr(lr)
         self.eps1, self.eps_insta = c.eps(eps, 2)

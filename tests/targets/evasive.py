@@ -20,19 +20,19 @@ from came_conformance.reference.hyperparams import Hyperparameters
 
 
 class _DeclinesNumbers(ReferenceAdapter):
-    def open(self, hp, params, dtype, variant):
+    def open(self, hp, params, dtype, variant, **extras):
         if hp.learning_rate is not None and hp.learning_rate.kind == "constant":
             hp = replace(hp, learning_rate=replace(hp.learning_rate, value=2 * hp.learning_rate.value))
-        super().open(hp, params, dtype, variant)  # it could run: it chooses not to show it
+        super().open(hp, params, dtype, variant, **extras)  # it could run: it chooses not to show it
         raise NotApplicable("this port prefers not to be measured")
 
 
 class _OnlyTier0(ReferenceAdapter):
-    def open(self, hp, params, dtype, variant):
+    def open(self, hp, params, dtype, variant, **extras):
         tier0 = hp == Hyperparameters.defaults(self.profile) and [np.shape(p) for p in params] == [(3, 4), (4,)]
         if not tier0:
             raise NotApplicable("only the plainest case")
-        return super().open(hp, params, dtype, variant)
+        return super().open(hp, params, dtype, variant, **extras)
 
     def construct(self, kwargs, variant):
         raise NotApplicable("the constructor is not exposed")
@@ -57,8 +57,8 @@ class _ForgetfulSession:
 
 
 class _ForgetfulResume(ReferenceAdapter):
-    def open(self, hp, params, dtype, variant):
-        return _ForgetfulSession(super().open(hp, params, dtype, variant))
+    def open(self, hp, params, dtype, variant, **extras):
+        return _ForgetfulSession(super().open(hp, params, dtype, variant, **extras))
 
 
 def declines_numbers():
@@ -88,8 +88,8 @@ class _SmallMomentumSession:
 
 
 class _SmallVectorMomentum(ReferenceAdapter):
-    def open(self, hp, params, dtype, variant):
-        return _SmallMomentumSession(super().open(hp, params, dtype, variant))
+    def open(self, hp, params, dtype, variant, **extras):
+        return _SmallMomentumSession(super().open(hp, params, dtype, variant, **extras))
 
 
 def small_vector_momentum():

@@ -53,8 +53,8 @@ class _Wrapped(ReferenceAdapter):
     def on_step(self, session, grads, t):
         pass
 
-    def open(self, hp, params, dtype, variant):
-        session = super().open(hp, params, dtype, variant)
+    def open(self, hp, params, dtype, variant, **extras):
+        session = super().open(hp, params, dtype, variant, **extras)
         original, calls = session.step, [0]
         tier0 = [tuple(np.shape(p)) for p in params] == TIER0_SHAPES
 
@@ -70,8 +70,8 @@ class _Wrapped(ReferenceAdapter):
 
 # ---- a plainly wrong optimizer (every parameter off by 1e-3 after each step) ----
 class _Wrong(ReferenceAdapter):
-    def open(self, hp, params, dtype, variant):
-        session = super().open(hp, params, dtype, variant)
+    def open(self, hp, params, dtype, variant, **extras):
+        session = super().open(hp, params, dtype, variant, **extras)
         original = session.step
 
         def step(grads):
@@ -174,7 +174,7 @@ HUGE_MESSAGE_CHARS = 5_000_000
 
 
 class _HugeMessage(ReferenceAdapter):
-    def open(self, hp, params, dtype, variant):
+    def open(self, hp, params, dtype, variant, **extras):
         raise ValueError("the target refuses: " + "x" * HUGE_MESSAGE_CHARS)
 
 
@@ -220,8 +220,8 @@ class _BadReadback(ReferenceAdapter):
         super().__init__("mindformers")
         self.kind = kind
 
-    def open(self, hp, params, dtype, variant):
-        session = super().open(hp, params, dtype, variant)
+    def open(self, hp, params, dtype, variant, **extras):
+        session = super().open(hp, params, dtype, variant, **extras)
         return _BadSession(session.optim, session.dtype, self.kind)
 
 
@@ -312,11 +312,11 @@ def spin_once():
 
 
 class _SpawnsChild(ReferenceAdapter):
-    def open(self, hp, params, dtype, variant):
+    def open(self, hp, params, dtype, variant, **extras):
         if _first_time("child"):
             child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
             _mark("child.pid", str(child.pid))
-        return super().open(hp, params, dtype, variant)
+        return super().open(hp, params, dtype, variant, **extras)
 
 
 def spawns_child():

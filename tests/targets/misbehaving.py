@@ -19,8 +19,8 @@ class _Misbehaving(ReferenceAdapter):
         super().__init__("mindformers")
         self.fail_at, self.action = fail_at, action
 
-    def open(self, hp, params, dtype, variant):
-        session = super().open(hp, params, dtype, variant)
+    def open(self, hp, params, dtype, variant, **extras):
+        session = super().open(hp, params, dtype, variant, **extras)
         original, calls = session.step, [0]
 
         def step(grads):
@@ -44,8 +44,8 @@ def hanging():
 class _TwoBugs(ReferenceAdapter):
     """Two independent bugs: float16 parameters keep a doubled exp_avg, factored float64 ones a shifted theta."""
 
-    def open(self, hp, params, dtype, variant):
-        session = super().open(hp, params, dtype, variant)
+    def open(self, hp, params, dtype, variant, **extras):
+        session = super().open(hp, params, dtype, variant, **extras)
         original = session.read
 
         def read():
@@ -75,10 +75,10 @@ class _Narrow(ReferenceAdapter):
         return replace(wide, name="narrow", variants=("wide", "narrow"), variant_dtypes={"narrow": ("float32",)},
                        variant_options={"narrow": wide.options - {"groups"}})
 
-    def open(self, hp, params, dtype, variant):
+    def open(self, hp, params, dtype, variant, **extras):
         if variant == "narrow":
             assert dtype == "float32" and not hp.groups, (dtype, hp.groups)  # the suite must not ask for more
-        return super().open(hp, params, dtype, variant)
+        return super().open(hp, params, dtype, variant, **extras)
 
 
 def narrow():
