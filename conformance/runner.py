@@ -26,6 +26,7 @@ from came_conformance.report import dumps
 from came_conformance.targets import TARGETS_DIR, resolve
 from came_conformance.distributed.harness import DistributedTargetProcess
 from came_conformance.inprocess import InProcessTarget
+from came_conformance.progress import Progress
 from came_conformance.worker import TargetProcess
 from came_conformance.reference import contract
 from came_conformance.reference.dtypes import round_to
@@ -520,10 +521,15 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
             warnings = plan.warnings(fixtures)
             for warning in warnings:
                 progress(f"[{spec.name}] warning: {warning}")
-            for unit in plan.units:
-                if unit.announce and not (unit.numeric and plan.blocked.get(unit.variant)):
-                    progress(f"[{spec.name}/{unit.variant}] {unit.announce}")
-                plan.run_unit(unit, sink)
+            display = Progress(spec.name, len(plan.units), progress)
+            try:
+                for done, unit in enumerate(plan.units):
+                    if unit.announce and not (unit.numeric and plan.blocked.get(unit.variant)):
+                        display.message(f"[{spec.name}/{unit.variant}] {unit.announce}")
+                    display.update(done, unit.variant, len(sink.records))
+                    plan.run_unit(unit, sink)
+            finally:
+                display.close()
     except StopRun as stop:
         stopped = f"stopped at the first unexplained failure ({stop.args[0]})"
     except rundir.RunInterrupted as exc:  # SIGINT or SIGTERM (conform.py): report what was measured

@@ -114,3 +114,27 @@ def test_cases_do_not_depend_on_the_entry_point(tmp_path):
                              capture_output=True, text=True, check=True, cwd=ROOT)
         ids.append(json.loads(out.stdout.strip().splitlines()[-1]))
     assert ids[0] == ids[1] and len(ids[0]) > 1
+
+
+def test_progress_is_one_line_on_a_terminal_and_nothing_elsewhere():
+    """Issue 14: units done / total, the variant, cases and elapsed on a terminal; quiet in a log."""
+    import io
+
+    from came_conformance.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, said = Terminal(), []
+    p = Progress("t", 10, said.append, stream=tty)
+    p.message("[t/v] fixtures: 3 trajectories")
+    p.update(4, "v", 17, force=True)
+    p.close()
+    assert "[t/v] 4/10 units, 17 cases" in tty.getvalue() and "fixtures: 3" in tty.getvalue() and not said
+    log, said = io.StringIO(), []
+    p = Progress("t", 10, said.append, stream=log)
+    p.message("[t/v] fixtures: 3 trajectories")
+    p.update(4, "v", 17, force=True)
+    p.close()
+    assert log.getvalue() == "" and said == ["[t/v] fixtures: 3 trajectories"]
