@@ -1,5 +1,6 @@
 # CAME reference spec and conformance suite.  Every target does its own setup.
-#   make test                      tests of the reference, fixtures, runner and mutants
+#   make test                      tests of the reference, fixtures, runner and mutants (Hypothesis derandomized)
+#   make test-nightly              the same with random seeds and 20x the Hypothesis examples
 #   make conform TARGET=mindspore  the suite against one target -> reports/<target>/
 #   make matrix                    every built-in target -> reports/matrix.{md,json,png}
 #   make mutants                   the mutation run -> reports/mutants/
@@ -14,7 +15,7 @@ SEED ?= 0
 CONFORM_ARGS ?=
 BUILTIN_TARGETS := reference reference-paper came-pytorch pytorch-optimizer mindspore
 
-.PHONY: setup setup-mindspore test conform matrix mutants fixtures check-fixtures bench clean
+.PHONY: setup setup-mindspore test test-nightly conform matrix mutants fixtures check-fixtures bench clean
 
 setup: $(CORE)/.stamp
 $(CORE)/.stamp: pyproject.toml
@@ -32,6 +33,9 @@ setup-mindspore: .venvs/mindspore/.stamp
 
 test: setup
 	$(PY) -m pytest tests -q
+
+test-nightly: setup
+	CAME_HYPOTHESIS_PROFILE=nightly $(PY) -m pytest tests -q
 
 # The MindSpore environment is installed only when a target needs it.
 conform: setup $(if $(filter mindspore,$(TARGET)),setup-mindspore)

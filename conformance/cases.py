@@ -34,11 +34,23 @@ class TrajectoryCase:
     # arguments (conformance.arguments) instead of from ``hp``; ``hp`` is then the canonical
     # equivalent the reference steps with.  Constructor-made parameters are float32 (protocol).
     kwargs: dict | None = None
+    # Set for cases that start mid-run (CAME-STATE-6): the target is opened at step counter
+    # ``start_step`` with state ``start_state`` (Adapter.open_at); step k of ``grads`` is t = start_step + k.
+    start_step: int = 0
+    start_state: list[dict] | None = None
+    # Set for cases whose inputs are generated (fixtures.recipe): ``params`` and ``grads`` come from it,
+    # and the case's JSON carries the recipe instead of the tensors (CAME-DEF-4 scale, long horizons).
+    recipe: dict | None = None
     kind: str = field(default="trajectory", init=False)
+
+    def starts_mid_run(self) -> bool:
+        return bool(self.start_step) or self.start_state is not None
 
     def requires(self) -> frozenset[str]:
         """The protocol options (conformance.protocol.OPTIONS) a target needs to run this case."""
         hp, need = self.hp, set()
+        if self.starts_mid_run():
+            need.add("open_at")
         if hp.weight_decay or any(g.weight_decay for g in hp.groups):
             need.add("weight_decay")
         for option in ("scale_parameter", "relative_step", "warmup_init", "compression"):
@@ -73,6 +85,9 @@ class ErrorCase:
     grads: list | None = None  # encoded, step phase only
     flags: tuple[str, ...] = ()
     source: str = ""
+    # Step phase: encoded gradient lists of the valid steps taken before the failing one (CAME-ERR-A1,
+    # CAME-ERR-S5: an exhausted sequence fails at step L + 1).
+    grads_before: list | None = None
     kind: str = field(default="error", init=False)
 
     def requires(self) -> frozenset[str]:
@@ -97,14 +112,26 @@ def array_from_hex(obj: dict) -> np.ndarray:
 
 
 def to_json(case) -> dict:
+    """The case as exact JSON; the fields added since (mid-run start, recipe, grads_before) only when set,
+    so the ids of cases without them do not change."""
     if case.kind == "error":
-        return {"kind": "error", **{k: getattr(case, k) for k in (
+        out = {"kind": "error", **{k: getattr(case, k) for k in (
             "id", "profile", "phase", "kwargs", "exception", "match", "clause", "argument", "grads", "source")},
             "flags": list(case.flags)}
-    return {"kind": "trajectory", "id": case.id, "profile": case.profile, "dtype": case.dtype, "kwargs": case.kwargs,
-            "flags": list(case.flags), "clauses": list(case.clauses), "source": case.source,
-            "hyperparameters": case.hp.to_json(), "params": [hex_array(p) for p in case.params],
-            "grads": [[hex_array(g) for g in step] for step in case.grads]}
+        if case.grads_before is not None:
+            out["grads_before"] = case.grads_before
+        return out
+    out = {"kind": "trajectory", "id": case.id, "profile": case.profile, "dtype": case.dtype, "kwargs": case.kwargs,
+           "flags": list(case.flags), "clauses": list(case.clauses), "source": case.source,
+           "hyperparameters": case.hp.to_json()}
+    if case.recipe is not None:
+        out["recipe"] = case.recipe
+    else:
+        out.update(params=[hex_array(p) for p in case.params], grads=[[hex_array(g) for g in step] for step in case.grads])
+    if case.starts_mid_run():
+        out["start_step"] = case.start_step
+        out["start_state"] = [{k: hex_array(v) for k, v in s.items()} for s in case.start_state]
+    return out
 
 
 def from_json(obj: dict):
@@ -112,12 +139,18 @@ def from_json(obj: dict):
         fields = {k: v for k, v in obj.items() if k != "kind"}
         fields["flags"] = tuple(fields.get("flags", ()))
         return ErrorCase(**fields)
-    return TrajectoryCase(
-        id=obj["id"], profile=obj["profile"], hp=Hyperparameters.from_json(obj["hyperparameters"]),
-        params=[array_from_hex(p) for p in obj["params"]],
-        grads=[[array_from_hex(g) for g in step] for step in obj["grads"]], dtype=obj["dtype"],
-        flags=tuple(obj["flags"]), clauses=tuple(obj["clauses"]), source=obj.get("source", ""),
-        kwargs=obj.get("kwargs"))
+    start = obj.get("start_state")
+    common = dict(id=obj["id"], profile=obj["profile"], hp=Hyperparameters.from_json(obj["hyperparameters"]),
+                  dtype=obj["dtype"], flags=tuple(obj["flags"]), clauses=tuple(obj["clauses"]),
+                  source=obj.get("source", ""), kwargs=obj.get("kwargs"), start_step=int(obj.get("start_step", 0)),
+                  start_state=None if start is None else [{k: array_from_hex(v) for k, v in s.items()} for s in start])
+    if "recipe" in obj:
+        from came_conformance.fixtures import recipe
+
+        inputs = recipe.Recipe.from_json(obj["recipe"])
+        return TrajectoryCase(params=inputs.params(), grads=inputs.gradients(), recipe=obj["recipe"], **common)
+    return TrajectoryCase(params=[array_from_hex(p) for p in obj["params"]],
+                          grads=[[array_from_hex(g) for g in step] for step in obj["grads"]], **common)
 
 
 def content_id(obj: dict) -> str:

@@ -14,7 +14,8 @@ from came_conformance import compare
 from came_conformance.cases import ErrorCase, TrajectoryCase, to_json
 from came_conformance.protocol import Snapshot
 from came_conformance.worker import TargetFailure, TargetProcess
-from came_conformance.fixtures.generate import run as reference_run
+from came_conformance.reference import optimizer
+from came_conformance.reference.dtypes import round_to
 from came_conformance.reference.step import init_state
 
 PASS, FAIL, NOT_APPLICABLE, ERROR = "pass", "fail", "not_applicable", "error"
@@ -76,8 +77,11 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
     p = target.process
     if case.kwargs is not None:  # an api case: the documented constructor
         reply = p.call("construct", case.kwargs, variant)
+    elif case.starts_mid_run():  # CAME-STATE-6: opened at a step counter with a state
+        reply = p.call("open_at", case.hp.to_json(), list(case.params), case.start_state, case.start_step, case.dtype,
+                       variant)
     else:
-        reply = p.call("open", case.hp.to_json(), case.params, case.dtype, variant)
+        reply = p.call("open", case.hp.to_json(), list(case.params), case.dtype, variant)
     if reply[0] == "not_applicable":
         return new_record(case, variant, NOT_APPLICABLE, reply[1])
     if reply[0] == "raised":
@@ -86,11 +90,12 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
                        first_divergence=first, failures=[first])
     sid, steps, failures, regimes, crash = reply[1], [], [], set(), None
     try:
-        reference = [(s["params"], s["state"]) for s in reference_run(case.hp, case.params, case.grads, case.dtype)]
+        reference = reference_trajectory(case)
+        t0 = case.start_step
         prev = Snapshot([np.asarray(x, np.float64) for x in case.params],
-                        [init_state(np.shape(x)) for x in case.params], 0)
+                        case.start_state or [init_state(np.shape(x)) for x in case.params], t0)
         state_dtype = target.state_dtype(case.dtype)
-        for t, grads in enumerate(case.grads, start=1):
+        for t, grads in enumerate(case.grads, start=t0 + 1):
             try:
                 reply = p.call("step", sid, grads)
                 if reply[0] == "ok":
@@ -127,7 +132,7 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
             steps.append({"step": t, "per_step": {f"{c.param}.{c.tensor}": {"ulps": c.max_ulps,
                                                                             "bound_ratio": c.worst_bound_ratio}
                                                   for c in checks},
-                          "accumulated_ulps": compare.accumulated_ulps(t, snap, *reference[t - 1], case.dtype)})
+                          "accumulated_ulps": compare.accumulated_ulps(t, snap, *next(reference), case.dtype)})
             prev = Snapshot([np.asarray(x, np.float64) for x in snap.params],
                             [{k: np.asarray(v, np.float64) for k, v in s.items()} for s in snap.state], snap.step)
     finally:
@@ -136,6 +141,7 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
                 p.call("close", sid)
             except TargetFailure:
                 pass  # the verdict is already measured
+    steps = thin_steps(steps)
     first = failures[0] if failures else None
     located = {"first_divergence": first, "failures": failures} if first else {}
     if crash is not None:
@@ -145,6 +151,35 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
         return new_record(case, variant, PASS, steps=steps, regimes=sorted(regimes))
     return new_record(case, variant, FAIL, f"first divergence at {describe_divergence(first)}", steps=steps,
                    regimes=sorted(regimes), **located)
+
+
+def reference_trajectory(case: TrajectoryCase):
+    """The uninterrupted reference run of a case, one step at a time and without traces (a 4096 × 4096 case or
+    a 10^4-step one costs one step's memory): yields (parameters, state) after each step, parameters rounded to
+    the case's dtype (CAME-DTYPE-2)."""
+    current = tuple(np.asarray(x, np.float64) for x in case.params)
+    state = optimizer.init(current, case.hp) if not case.starts_mid_run() else optimizer.CameState(
+        case.start_step, tuple({k: np.asarray(v, np.float64) for k, v in s.items()} for s in case.start_state))
+    for grads in case.grads:
+        result = optimizer.update(grads, state, current, case.hp, trace=False)
+        current, state = tuple(round_to(case.dtype, x) for x in result.params), result.state
+        yield current, state.tensors
+
+
+#: Per-step figures kept in a record: a 10^4-step trajectory keeps its first, last and worst steps.
+MAX_STEPS_KEPT = 200
+
+
+def thin_steps(steps: list[dict]) -> list[dict]:
+    """At most ``MAX_STEPS_KEPT`` entries: the first and last 50 steps and the 100 with the largest bound ratio."""
+    if len(steps) <= MAX_STEPS_KEPT:
+        return steps
+
+    def worst(entry):
+        return max((v["bound_ratio"] for v in entry["per_step"].values()), default=0.0)
+
+    middle = sorted(steps[50:-50], key=worst, reverse=True)[:MAX_STEPS_KEPT - 100]
+    return sorted(steps[:50] + middle + steps[-50:], key=lambda e: e["step"])
 
 
 def describe_divergence(first: dict) -> str:
@@ -169,6 +204,12 @@ def run_error(target: Target, case: ErrorCase, variant: str) -> dict:
         if opened[0] != "ok":
             return new_record(case, variant, FAIL if opened[0] == "raised" else NOT_APPLICABLE,
                            f"valid construction failed: {opened[1:3]}", category="setup failed")
+        for k, valid in enumerate(case.grads_before or (), start=1):  # CAME-ERR-A1, CAME-ERR-S5: valid steps first
+            done = p.call("step", opened[1], {"encoded": valid})
+            if done[0] != "ok":
+                p.call("close", opened[1])
+                return new_record(case, variant, FAIL if done[0] == "raised" else NOT_APPLICABLE,
+                                  f"valid step {k} before the failing one failed: {done[1:3]}", category="setup failed")
         reply = p.call("step", opened[1], {"encoded": case.grads})
         p.call("close", opened[1])
     if reply[0] == "not_applicable":

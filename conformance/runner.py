@@ -1,8 +1,9 @@
 """The conformance run: every case source, every execution variant, one stream of outcomes.
 
 Per variant, in this order (fast and fixed first): tier 0, the golden fixtures of the target's
-profile, the error vectors and valid boundaries, Hypothesis trajectories, Hypothesis invalid
-arguments, save-and-resume.  Each outcome is appended to ``records.jsonl`` as soon as it
+profile (and the step's return value on the api vectors), the error vectors and valid boundaries
+(and the atomicity of every step error), Hypothesis trajectories, Hypothesis invalid arguments,
+save-and-resume, then the slow tiers: scale (conformance.tiers) and long horizons.  Each outcome is appended to ``records.jsonl`` as soon as it
 exists, so a crash or a kill of the run itself loses no outcome already obtained; the final
 reports are then written from the same records.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, settings
 
+from came_conformance import atomic, returns, tiers
 from came_conformance import deviations as deviations_mod
 from came_conformance import execute, strategies
 from came_conformance.arguments import param_values
@@ -38,8 +40,10 @@ class Settings:
     shrink_calls: int = 40  # target runs Hypothesis may spend shrinking one failure (a count: reproducible)
     variants: tuple[str, ...] | None = None
     case_file: str | None = None
-    sources: tuple[str, ...] = ("fixtures", "errors", "hypothesis", "hypothesis-errors", "resume")
+    sources: tuple[str, ...] = ("fixtures", "errors", "hypothesis", "hypothesis-errors", "resume", "scale", "horizon")
     stop_on_failure: bool = False  # mutation runs: the first unexplained failure ends the run
+    scale_examples: int = 3  # Hypothesis scale cases per variant (CAME-DEF-4), each up to 2^17 elements
+    horizon_examples: int = 4  # Hypothesis sessions opened at a large step counter per variant (CAME-STATE-6)
 
     def is_full_run(self) -> bool:
         return self.case_file is None and self.variants is None and set(self.sources) == set(Settings.sources)
@@ -79,6 +83,19 @@ def _run(target, case, variant) -> dict:
     return record
 
 
+def _checked(check):
+    """A check of its own record kind (atomic.run, returns.run), with the case's requirements recorded."""
+    def run_one(target, case, variant) -> dict:
+        record = check(target, case, variant)
+        record["requires"] = sorted(case.requires())
+        return record
+    return run_one
+
+
+#: ``--case-file`` replays: a saved atomic or return record's case says which check made it.
+CHECKS = {"atomic": _checked(atomic.run), "return": _checked(returns.run)}
+
+
 def fixture_cases(profile: str, api: str, dtypes: tuple[str, ...]):
     """The golden vectors of ``profile`` (trajectories) and of ``api`` (api and error vectors).
 
@@ -106,7 +123,7 @@ VALID_KWARGS = {
 }
 
 
-def _property(strategy, make_case, target, variant, sink, cfg, max_examples):
+def _property(strategy, make_case, target, variant, sink, cfg, max_examples, run_one=_run):
     """Run one Hypothesis property: record the generated cases; shrink an unexplained failure.
 
     While shrinking, every failing candidate Hypothesis tries is smaller than the best so far,
@@ -125,7 +142,7 @@ def _property(strategy, make_case, target, variant, sink, cfg, max_examples):
             if state["shrink_runs"] >= cfg.shrink_calls:
                 return  # the budget is spent: this candidate counts as passing, shrinking stops
             state["shrink_runs"] += 1
-        record = _run(target, make_case(drawn), variant)
+        record = run_one(target, make_case(drawn), variant)
         failed = record["outcome"] in ("fail", "error") and not sink.explained(record)
         if state["shrink_runs"] is None and not failed:
             sink.add(record)
@@ -265,6 +282,9 @@ def _run_variant(target, variant, variants, fixtures, cfg, sink, progress) -> No
         progress(f"fixtures: {len(fixtures['trajectory'])} trajectories")
         for case in fixtures["trajectory"]:
             sink.add(_run(target, case, variant))
+        for case in fixtures["trajectory"]:  # CAME-RETURN-1 on every documented-constructor vector
+            if case.kwargs is not None:
+                sink.add(CHECKS["return"](target, case, variant))
     # Construction is the same Python call in every execution variant: construction-phase
     # error cases run once, on the first variant; step-phase ones run on every variant.
     phases = ("construction", "step") if variant == variants[0] else ("step",)
@@ -273,22 +293,36 @@ def _run_variant(target, variant, variants, fixtures, cfg, sink, progress) -> No
         for case in fixtures["error"]:
             if case.phase in phases:
                 sink.add(_run(target, case, variant))
+            if case.phase == "step" and "step" in phases:  # CAME-ERR-A1: the refused step changed nothing
+                sink.add(CHECKS["atomic"](target, case, variant))
         if "construction" in phases:  # the other side of the contract: valid boundary values are accepted
             for case in strategies.valid_boundary_cases(info.api, VALID_KWARGS[info.api]):
                 sink.add(_run(target, case, variant))
     if "hypothesis" in cfg.sources and not blocked:
         progress(f"hypothesis trajectories: {cfg.examples} examples")
         _trajectory_property(target, variant, sink, cfg)
+        _property(strategies.nonfinite_param_cases(info.profile, info.dtypes, info.options), lambda c: c, target,
+                  variant, sink, cfg, max(1, cfg.examples // 5))  # CAME-NONFINITE-2
     if "hypothesis-errors" in cfg.sources:
         progress("hypothesis invalid arguments")
         for clause in contract.clauses_for(info.api):
             for argument in clause.arguments if clause.phase in phases else ():
                 _error_property(target, variant, sink, cfg, clause, argument)
+        step_errors = strategies.step_error_cases(info.api, VALID_KWARGS[info.api])  # CAME-ERR-S1 … S5, CAME-ERR-A1
+        _property(step_errors, lambda c: c, target, variant, sink, cfg, cfg.error_examples)
+        _property(step_errors, lambda c: c, target, variant, sink, cfg, cfg.error_examples, CHECKS["atomic"])
+        _property(strategies.return_cases(info.api), lambda c: c, target, variant, sink, cfg, cfg.error_examples,
+                  CHECKS["return"])
     if "resume" in cfg.sources and "save_restore" in info.options and not blocked:
         resumable = [c for c in fixtures["trajectory"] if c.kwargs is None and c.profile == info.profile
                      and c.dtype in info.dtypes and not c.requires() - set(info.options)]
         for case in _one_per_dtype(resumable):
             sink.add(_resume(target, case, variant))
+    for tier in ("scale", "horizon"):  # the slow tiers, last (conformance.tiers)
+        if tier in cfg.sources and not blocked:
+            tiers.run(tier, target, variant, fixtures.get(tier, []), cfg, sink, progress,
+                      lambda strategy, examples: _property(strategy, lambda c: c, target, variant, sink, cfg, examples),
+                      lambda case: _run(target, case, variant))
 
 
 def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
@@ -306,11 +340,16 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
             raise SystemExit(f"--variant: {sorted(set(variants) - set(info.variants))} not among the target's "
                              f"variants {list(info.variants)}")
         if cfg.case_file:
-            case = from_json(json.loads(Path(cfg.case_file).read_text()))
+            obj = json.loads(Path(cfg.case_file).read_text())
+            check = CHECKS.get(obj.pop("check", None), _run)
+            case = from_json(obj)
             for variant in variants:
-                sink.add(_run(target, case, variant))
+                sink.add(check(target, case, variant))
         else:
-            fixtures = fixture_cases(info.profile, info.api, info.dtypes) if "fixtures" in cfg.sources else {"trajectory": [], "error": []}
+            fixtures = fixture_cases(info.profile, info.api, info.dtypes) \
+                if {"fixtures", "scale", "horizon"} & set(cfg.sources) else {"trajectory": [], "error": []}
+            if "fixtures" not in cfg.sources:  # the recipe tiers load the same files
+                fixtures = {**fixtures, "trajectory": [], "error": []}
             for variant in variants:
                 _run_variant(target, variant, variants, fixtures, cfg, sink,
                              lambda m, v=variant: progress(f"[{spec.name}/{v}] {m}"))

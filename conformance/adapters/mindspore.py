@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-from came_conformance.protocol import NotApplicable, Snapshot, TargetInfo
+from came_conformance.protocol import NotApplicable, Snapshot, TargetInfo, describe_return
 from came_conformance.reference.hyperparams import Hyperparameters, LearningRate
 from came_conformance.reference.step import state_shapes
 
@@ -50,7 +50,8 @@ VARIANTS = tuple(f"{m}-{p}" for p in ("came", "fused") for m in MODES)
 # is not declared; the runner runs the float64 fixtures at float32 instead (investigation.md, "float64").
 MS_DTYPES = {"float32": mstype.float32, "float16": mstype.float16}
 OPTIONS = frozenset({"weight_decay", "scale_parameter", "relative_step", "warmup_init", "compression", "loss_scale",
-                     "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore"})
+                     "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore", "open_at",
+                     "step_return"})
 
 
 class _Exponential(LearningRateSchedule):
@@ -78,7 +79,8 @@ class _WarmupLinear(LearningRateSchedule):
 
 class _Hooks:
     def parameter(self, value, name):
-        return Parameter(Tensor(np.asarray(value, np.float32)), name=name)
+        value = np.asarray(value)  # another dtype as it is: Came decides (CAME-ERR-26)
+        return Parameter(Tensor(value if value.dtype.kind != "f" else value.astype(np.float32)), name=name)
 
     def tensor(self, value):
         return Tensor(np.asarray(value))
@@ -115,16 +117,34 @@ class Session:
             optim.target = "CPU"  # Came's own switch: use_fused_ada_factor = True
         self.params = list(optim._parameters)
 
-    def step(self, grads):
+    def step(self, grads) -> dict:
         _enter(self.variant)
+        if not isinstance(grads, (list, tuple)):  # CAME-ERR-S4: what Came gets instead of a tuple of tensors
+            returned = self.optim(grads if grads is None else Tensor(np.asarray(grads)))
+            _pynative_executor.sync()
+            return describe_return(returned)
         tensors = []
         for i, g in enumerate(grads):
             g, p = np.asarray(g), self.params[i] if i < len(self.params) else None
             if g.dtype.kind == "f" and p is not None and g.shape == tuple(p.shape):
                 g = g.astype(mstype.dtype_to_nptype(p.dtype))  # exact: values are representable (protocol)
             tensors.append(Tensor(g))  # step-phase error cases keep their count, shape and dtype
-        self.optim(tuple(tensors))
+        returned = self.optim(tuple(tensors))
         _pynative_executor.sync()  # PyNative launches asynchronously: raise kernel errors at this step
+        return describe_return(returned)  # CAME-RETURN-1
+
+    def load(self, state, step: int) -> None:
+        """CAME-STATE-6: every state Parameter set by spec name, in its own dtype; both counters set to ``step``:
+        afactor_step (float32, drives β2_t) rounds it as float32 does, global_step (int32) drives the lr."""
+        o = self.optim
+        for i, tensors in enumerate(state):
+            for name, value in tensors.items():
+                if name == "exp_avg" and not o.use_first_moment:
+                    continue  # the shared beta1 = 0 placeholder is no state
+                target = getattr(o, name)[i]
+                target.set_data(Tensor(np.asarray(value).astype(mstype.dtype_to_nptype(target.dtype))))
+        o.step.set_data(Tensor(np.array([step], dtype=np.float32)))
+        o.global_step.set_data(Tensor(np.array([step], dtype=np.int32)))
 
     def read(self) -> Snapshot:
         """CAME-STATE-2/3 by spec name; MindFormers' (1,)-shaped placeholders for unused tensors are left out.
@@ -204,6 +224,11 @@ class MindsporeAdapter:
                      scale_parameter=hp.scale_parameter, relative_step=hp.relative_step,
                      warmup_init=hp.warmup_init, compression=hp.compression, loss_scale=int(hp.loss_scale))
         return Session(optim, variant)
+
+    def open_at(self, hp: Hyperparameters, params, state, step, dtype, variant) -> Session:
+        session = self.open(hp, params, dtype, variant)
+        session.load(state, step)
+        return session
 
     def construct(self, kwargs, variant) -> Session:
         _enter(variant)

@@ -71,6 +71,14 @@ class PytorchOptimizerAdapter:
                        maximize=False)
         return Session(optim, tensors, hp, owners)
 
+    def open_at(self, hp: Hyperparameters, params, state, step, dtype, variant) -> Session:
+        """CAME-STATE-6: group['step'] is a per-group Python int; the state is in the parameter's dtype."""
+        session = self.open(hp, params, dtype, variant)
+        session.load(state, step, lambda p: p.dtype, {"RMS": 0.0})
+        for group in session.optim.param_groups:
+            group["step"] = int(step)
+        return session
+
     def construct(self, kwargs, variant) -> Session:
         """The paper API's arguments under this package's names; errors propagate (CAME-ERR-2 … CAME-ERR-23).
 
