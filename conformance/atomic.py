@@ -20,20 +20,27 @@ from came_conformance.worker import TargetFailure
 CLAUSE = "CAME-ERR-A1"
 
 
-def differences(before, after) -> list[str]:
-    """What differs between two snapshots, bit for bit (NaN equals NaN)."""
-    out = []
+def differences(before, after) -> list[tuple[int | None, str]]:
+    """What differs between two snapshots, bit for bit (NaN equals NaN): (param index or None, name), where the
+    name is ``step`` (the counter), ``theta`` (the parameter) or a state tensor's spec name."""
+    out: list[tuple[int | None, str]] = []
     if before.step != after.step:
-        out.append(f"the step counter ({before.step} -> {after.step})")
+        out.append((None, "step"))
     for i, (a, b) in enumerate(zip(before.params, after.params)):
         if np.shape(a) != np.shape(b) or not np.array_equal(a, b, equal_nan=True):
-            out.append(f"param {i}")
+            out.append((i, "theta"))
     for i, (a, b) in enumerate(zip(before.state, after.state)):
         for name in sorted(set(a) | set(b)):
             if name not in a or name not in b or np.shape(a[name]) != np.shape(b[name]) or \
                     not np.array_equal(a[name], b[name], equal_nan=True):
-                out.append(f"param {i} {name}")
+                out.append((i, name))
     return out
+
+
+def describe(changed, before, after) -> str:
+    parts = [f"the step counter ({before.step} -> {after.step})" if i is None else f"param {i} {name}"
+             for i, name in changed[:6]]
+    return ", ".join(parts) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
 
 
 def _record(case: ErrorCase, variant: str, outcome: str, reason: str = "", **extra) -> dict:
@@ -82,11 +89,14 @@ def _check(p, case: ErrorCase, variant: str, failing_step: int) -> dict:
                            first_divergence={"step": failing_step, "clause": CLAUSE, "note": "read-back failed"})
         changed = differences(before[1], after[1])
         if changed:
-            first = {"step": failing_step, "clause": CLAUSE, "tensor": changed[0],
-                     "note": f"after raising {reply[1]} the target had changed " + ", ".join(changed[:6])}
-            return _record(case, variant, FAIL, f"the refused step {failing_step} ({reply[1]}) changed "
-                           + ", ".join(changed[:6]) + f" [{CLAUSE}]", category="changed state before raising",
-                           raised=reply[1], first_divergence=first, failures=[first])
+            what = describe(changed, before[1], after[1])
+            first = {"step": failing_step, "clause": CLAUSE, "tensor": changed[0][1],
+                     "note": f"after raising {reply[1]} the target had changed {what}"}
+            if changed[0][0] is not None:
+                first["param"] = changed[0][0]
+            return _record(case, variant, FAIL, f"the refused step {failing_step} ({reply[1]}) changed {what} "
+                           f"[{CLAUSE}]", category="changed state before raising", raised=reply[1],
+                           first_divergence=first, failures=[first])
         return _record(case, variant, PASS, category="nothing changed", raised=reply[1])
     except TargetFailure:
         alive = False  # the session died with the worker

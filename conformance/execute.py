@@ -135,6 +135,10 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
                           "accumulated_ulps": compare.accumulated_ulps(t, snap, *next(reference), case.dtype)})
             prev = Snapshot([np.asarray(x, np.float64) for x in snap.params],
                             [{k: np.asarray(v, np.float64) for k, v in s.items()} for s in snap.state], snap.step)
+            if len(case.grads) > MAX_STEPS_KEPT and len(seen) == len(case.params) and t < t0 + len(case.grads):
+                failures[0]["note"] = (failures[0].get("note", "") + f" (stepping stopped after step {t}: every "
+                                       f"parameter had failed)").strip()
+                break  # a long case: the verdict cannot change any more, later steps only cost time
     finally:
         if crash is None:
             try:
@@ -203,13 +207,14 @@ def run_error(target: Target, case: ErrorCase, variant: str) -> dict:
         opened = p.call("construct", case.kwargs, variant)
         if opened[0] != "ok":
             return new_record(case, variant, FAIL if opened[0] == "raised" else NOT_APPLICABLE,
-                           f"valid construction failed: {opened[1:3]}", category="setup failed")
+                           f"valid construction failed: {opened[1:3]}", category="setup failed", argument=case.argument)
         for k, valid in enumerate(case.grads_before or (), start=1):  # CAME-ERR-A1, CAME-ERR-S5: valid steps first
             done = p.call("step", opened[1], {"encoded": valid})
             if done[0] != "ok":
                 p.call("close", opened[1])
                 return new_record(case, variant, FAIL if done[0] == "raised" else NOT_APPLICABLE,
-                                  f"valid step {k} before the failing one failed: {done[1:3]}", category="setup failed")
+                                  f"valid step {k} before the failing one failed: {done[1:3]}", category="setup failed",
+                                  argument=case.argument)
         reply = p.call("step", opened[1], {"encoded": case.grads})
         p.call("close", opened[1])
     if reply[0] == "not_applicable":

@@ -231,6 +231,8 @@ def midrun_cases(draw, profile: str, dtypes: tuple[str, ...], options: frozenset
                      dtype) for i, s in enumerate(param_shapes)] for k in range(steps)]
     start = list(last["params"])
     flags = derive_flags(hp, start, reference_run(hp, start, grads, dtype, (t0, state)), dtype) | {"MidRun"}
+    if any(t0 < limit <= t0 + steps for limit in (2048, 2 ** 24)) or t0 + steps == 2 ** 31 - 1:
+        flags.add("CounterLimit")  # as the mid-run vectors (fixtures.generate.midrun_vector)
     case = TrajectoryCase("", profile, hp, start, grads, dtype=dtype, flags=tuple(sorted(flags)),
                           clauses=tuple(sorted(numeric_clauses(hp, flags, start))), source="hypothesis:midrun",
                           start_step=t0, start_state=state)
