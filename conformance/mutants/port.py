@@ -16,6 +16,7 @@ names them.  With no switch on, this port must pass the whole suite (the correct
 """
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Iterable
@@ -170,7 +171,14 @@ class _Checks:
     def number(self, name: str, value) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.type_error(name, "int or float", value)
-        return float(value)
+        return self.as_float(name, value)
+
+    def as_float(self, name: str, value) -> float:
+        """float(value); an int beyond float's range is a bad value, not an OverflowError (CAME-ERR-7, -14, -19)."""
+        try:
+            return float(value)
+        except OverflowError:
+            self.value_error(name, "a finite number", value)
 
     def unit(self, name: str, value: float) -> float:
         low, high = 0.0, 1.0
@@ -216,31 +224,36 @@ class _Checks:
                 self.value_error("eps", "finite floats greater than 0", value)
         return tuple(out)
 
+    #: CAME-ERR-25: the longest sequence an iterable may give (an endless one is refused, not read forever)
+    MAX_SEQUENCE = 2 ** 20
+
     def learning_rate(self, name: str, value):
-        """A number, a 0-D/1-D array, an iterable of numbers, or a schedule (CAME-LR-1)."""
+        """A number, a 0-D/1-D array, an iterable of numbers, or a schedule (CAME-LR-1, CAME-ERR-24, CAME-ERR-25)."""
         expected = "int, float, Tensor, Iterable or LearningRateSchedule"
         if isinstance(value, LearningRateSchedule):
             values, lr = value.hyper_values(), value
-        elif isinstance(value, bool) or value is None or isinstance(value, (str, bytes, dict)):
+        elif isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, (str, bytes, dict, set,
+                                                                                        frozenset)):
             self.type_error(name, expected, value)
         elif isinstance(value, (int, float)):
-            lr = float(value)
+            lr = self.as_float(name, value)
             values = (lr,)
-        elif isinstance(value, np.ndarray) and value.ndim == 0:
-            lr = float(value)
-            values = (lr,)
-        elif isinstance(value, np.ndarray) and value.ndim == 1:
-            lr = [float(v) for v in value]
-            values = tuple(lr)
-        elif isinstance(value, Iterable) and not isinstance(value, np.ndarray):
-            items = list(value)
-            if not items or any(isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) for v in items):
+        elif isinstance(value, np.ndarray):
+            if value.dtype.kind not in "iuf":
+                self.type_error(name, "a Tensor of numbers", value)
+            if value.ndim > 1 or value.size == 0:
+                self.value_error(name, "a Tensor of rank 0 or 1 with at least one value", value)
+            lr = float(value) if value.ndim == 0 else [float(v) for v in value]
+            values = (lr,) if value.ndim == 0 else tuple(lr)
+        elif isinstance(value, Iterable):
+            items = list(itertools.islice(value, self.MAX_SEQUENCE + 1))
+            if not 0 < len(items) <= self.MAX_SEQUENCE:
+                self.value_error(name, f"an Iterable of 1 to {self.MAX_SEQUENCE} values", type(value).__name__)
+            if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.floating)) for v in items):
                 self.type_error(name, expected, value)
-            lr = [float(v) for v in items]
+            lr = [self.as_float(name, v) for v in items]
             values = tuple(lr)
         else:
-            self.type_error(name, expected, value)
-        if isinstance(lr, list) and not lr:
             self.type_error(name, expected, value)
         for v in values:
             self.nonnegative(name, v)
@@ -300,7 +313,7 @@ class _CameBase:
                     self.checks.type_error("params", "list of Parameter inside a group", members)
                 if not members:
                     self.checks.value_error("params", "a group with at least one parameter", item)
-                group = {"params": list(members)}
+                group = {"params": list(members), "own_lr": "lr" in item}  # errors name a group's rate 'lr'
                 if "lr" in item:
                     group["lr"] = self._group_lr(item["lr"])
                 if "weight_decay" in item:
@@ -763,7 +776,8 @@ class Came(_CameBase):
             if k >= len(lr) and "lr-sequence-repeats-last" in self.bugs:
                 k = len(lr) - 1  # "hold the last value"
             if not 0 <= k < len(lr):
-                raise ValueError(f"For 'Came', the learning_rate sequence has {len(lr)} values, but step {t} "
+                name = "lr" if group.get("own_lr") else "learning_rate"
+                raise ValueError(f"For 'Came', the {name} sequence has {len(lr)} values, but step {t} "
                                  f"needs value {k}.")
             return lr[k]
         return lr
