@@ -1,5 +1,6 @@
 # CAME reference spec and conformance suite.  Every target does its own setup.
-#   make test                      tests of the reference, fixtures, runner and mutants
+#   make test                      tests of the reference, fixtures, runner and mutants (Hypothesis derandomized)
+#   make test-nightly              the same with random seeds and 20x the Hypothesis examples
 #   make conform TARGET=mindspore  the suite against one target -> reports/<target>/
 #   make conform TARGET=colossalai-dist   ColossalAI's DistributedCAME on 2 and 4 gloo ranks
 #   make matrix                    every built-in target -> reports/matrix.{md,json,png}
@@ -17,7 +18,7 @@ CONFORM_ARGS ?=
 BUILTIN_TARGETS := reference reference-paper came-pytorch pytorch-optimizer mindspore reference-dist colossalai colossalai-dist
 COLOSSALAI_TARGETS := colossalai colossalai-dist
 
-.PHONY: setup setup-mindspore setup-colossalai test conform matrix mutants mutants-sharded fixtures check-fixtures bench clean
+.PHONY: setup setup-mindspore setup-colossalai test test-nightly conform matrix mutants mutants-sharded fixtures check-fixtures bench clean
 
 setup: $(CORE)/.stamp
 $(CORE)/.stamp: pyproject.toml
@@ -45,6 +46,9 @@ setup-colossalai: .venvs/colossalai/.stamp
 
 test: setup
 	$(PY) -m pytest tests -q
+
+test-nightly: setup
+	CAME_HYPOTHESIS_PROFILE=nightly $(PY) -m pytest tests -q
 
 # The MindSpore environment is installed only when a target needs it.
 conform: setup $(if $(filter mindspore,$(TARGET)),setup-mindspore) $(if $(filter $(COLOSSALAI_TARGETS),$(TARGET)),setup-colossalai)

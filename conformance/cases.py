@@ -19,6 +19,7 @@ from came_conformance.fixtures.load import float_to_hex, hex_to_float
 from came_conformance.reference import contract
 from came_conformance.reference.dtypes import DTYPES, round_to
 from came_conformance.reference.hyperparams import PROFILES, Hyperparameters, check_ranges
+from came_conformance.reference.step import state_shapes
 
 
 @dataclass
@@ -43,11 +44,23 @@ class TrajectoryCase:
     # Mixed precision (CAME-DTYPE-4): the gradients' dtype when it is not ``dtype``; the gradients are
     # exact in it.  None: the parameter's dtype.
     grad_dtype: str | None = None
+    # Set for cases that start mid-run (CAME-STATE-6): the target is opened at step counter
+    # ``start_step`` with state ``start_state`` (Adapter.open_at); step k of ``grads`` is t = start_step + k.
+    start_step: int = 0
+    start_state: list[dict] | None = None
+    # Set for cases whose inputs are generated (fixtures.recipe): ``params`` and ``grads`` come from it,
+    # and the case's JSON carries the recipe instead of the tensors (CAME-DEF-4 scale, long horizons).
+    recipe: dict | None = None
     kind: str = field(default="trajectory", init=False)
+
+    def starts_mid_run(self) -> bool:
+        return bool(self.start_step) or self.start_state is not None
 
     def requires(self) -> frozenset[str]:
         """The protocol options (conformance.protocol.OPTIONS) a target needs to run this case."""
         hp, need = self.hp, set()
+        if self.starts_mid_run():
+            need.add("open_at")
         if hp.weight_decay or any(g.weight_decay for g in hp.groups):
             need.add("weight_decay")
         for option in ("scale_parameter", "relative_step", "warmup_init", "compression"):
@@ -82,6 +95,9 @@ class ErrorCase:
     grads: list | None = None  # encoded, step phase only
     flags: tuple[str, ...] = ()
     source: str = ""
+    # Step phase: encoded gradient lists of the valid steps taken before the failing one (CAME-ERR-A1,
+    # CAME-ERR-S5: an exhausted sequence fails at step L + 1).
+    grads_before: list | None = None
     kind: str = field(default="error", init=False)
 
     def requires(self) -> frozenset[str]:
@@ -106,14 +122,25 @@ def array_from_hex(obj: dict) -> np.ndarray:
 
 
 def to_json(case) -> dict:
+    """The case as exact JSON; the fields added since (mid-run start, recipe, grads_before) only when set,
+    so the ids of cases without them do not change."""
     if case.kind == "error":
-        return {"kind": "error", **{k: getattr(case, k) for k in (
+        out = {"kind": "error", **{k: getattr(case, k) for k in (
             "id", "profile", "phase", "kwargs", "exception", "match", "clause", "argument", "grads", "source")},
             "flags": list(case.flags)}
+        if case.grads_before is not None:
+            out["grads_before"] = case.grads_before
+        return out
     out = {"kind": "trajectory", "id": case.id, "profile": case.profile, "dtype": case.dtype, "kwargs": case.kwargs,
            "flags": list(case.flags), "clauses": list(case.clauses), "source": case.source,
-           "hyperparameters": case.hp.to_json(), "params": [hex_array(p) for p in case.params],
-           "grads": [[hex_array(g) for g in step] for step in case.grads]}
+           "hyperparameters": case.hp.to_json()}
+    if case.recipe is not None:
+        out["recipe"] = case.recipe
+    else:
+        out.update(params=[hex_array(p) for p in case.params], grads=[[hex_array(g) for g in step] for step in case.grads])
+    if case.starts_mid_run():
+        out["start_step"] = case.start_step
+        out["start_state"] = [{k: hex_array(v) for k, v in s.items()} for s in case.start_state]
     if case.layouts:  # only when set, so that the ids of other cases do not change
         out["layouts"] = list(case.layouts)
     if case.grad_dtype:
@@ -126,13 +153,19 @@ def from_json(obj: dict):
         fields = {k: v for k, v in obj.items() if k != "kind"}
         fields["flags"] = tuple(fields.get("flags", ()))
         return ErrorCase(**fields)
-    return TrajectoryCase(
-        id=obj["id"], profile=obj["profile"], hp=Hyperparameters.from_json(obj["hyperparameters"]),
-        params=[array_from_hex(p) for p in obj["params"]],
-        grads=[[array_from_hex(g) for g in step] for step in obj["grads"]], dtype=obj["dtype"],
-        flags=tuple(obj["flags"]), clauses=tuple(obj["clauses"]), source=obj.get("source", ""),
-        kwargs=obj.get("kwargs"), layouts=tuple(obj["layouts"]) if obj.get("layouts") else None,
-        grad_dtype=obj.get("grad_dtype"))
+    start = obj.get("start_state")
+    common = dict(id=obj["id"], profile=obj["profile"], hp=Hyperparameters.from_json(obj["hyperparameters"]),
+                  dtype=obj["dtype"], flags=tuple(obj["flags"]), clauses=tuple(obj["clauses"]),
+                  source=obj.get("source", ""), kwargs=obj.get("kwargs"), start_step=int(obj.get("start_step", 0)),
+                  start_state=None if start is None else [{k: array_from_hex(v) for k, v in s.items()} for s in start],
+                  layouts=tuple(obj["layouts"]) if obj.get("layouts") else None, grad_dtype=obj.get("grad_dtype"))
+    if "recipe" in obj:
+        from came_conformance.fixtures import recipe
+
+        inputs = recipe.Recipe.from_json(obj["recipe"])
+        return TrajectoryCase(params=inputs.params(), grads=inputs.gradients(), recipe=obj["recipe"], **common)
+    return TrajectoryCase(params=[array_from_hex(p) for p in obj["params"]],
+                          grads=[[array_from_hex(g) for g in step] for step in obj["grads"]], **common)
 
 
 class InvalidCase(ValueError):
@@ -185,6 +218,16 @@ def validate(case) -> None:
         for i, (g, p) in enumerate(zip(step, case.params)):
             if np.shape(g) != np.shape(p):
                 bad(f"grads[{k - 1}][{i}]", f"shape {np.shape(g)} differs from its parameter's {np.shape(p)}")
+    if not isinstance(case.start_step, int) or case.start_step < 0:
+        bad("start_step", f"must be an integer >= 0, got {case.start_step!r}")
+    if case.start_state is not None:  # CAME-STATE-6: one state per parameter, the spec's tensors and shapes
+        if len(case.start_state) != len(case.params):
+            bad("start_state", f"has {len(case.start_state)} states for {len(case.params)} parameters")
+        for i, (state, p) in enumerate(zip(case.start_state, case.params)):
+            want = state_shapes(np.shape(p))
+            got = {k: np.shape(v) for k, v in state.items()}
+            if got != want:
+                bad(f"start_state[{i}]", f"must hold {want} for a parameter of shape {np.shape(p)}, got {got}")
     if case.grad_dtype is not None and case.grad_dtype not in DTYPES:
         bad("grad_dtype", f"must be one of {DTYPES} or absent, got {case.grad_dtype!r}")
     grad_dtype = case.grad_dtype or case.dtype  # CAME-DTYPE-4: mixed precision
@@ -201,8 +244,14 @@ def validate(case) -> None:
 MAX_CASE_FILE_BYTES = 64 << 20
 
 
-def load_case_file(path) -> "TrajectoryCase | ErrorCase":
-    """A saved case (``--case-file``), parsed and validated; InvalidCase names the file and the problem.
+#: What a saved case's ``check`` field may name: the check of its own record kind that made it
+#: (conformance.atomic, conformance.returns); absent for ordinary trajectory and error records.
+CASE_FILE_CHECKS = ("atomic", "return")
+
+
+def load_case_file(path) -> "tuple[TrajectoryCase | ErrorCase, str | None]":
+    """A saved case (``--case-file``), parsed and validated, and the check that made it (``CASE_FILE_CHECKS``
+    or None); InvalidCase names the file and the problem.
 
     The file is the runner's ``cases/<id>.json`` (``{"run_id", "target", "variant", "case"}``) or a
     bare case; its id must be a content hash (``names.CASE_ID``) before it may name any file.
@@ -224,7 +273,11 @@ def load_case_file(path) -> "TrajectoryCase | ErrorCase":
         if obj.get("kind") not in ("trajectory", "error"):
             raise InvalidCase(f"--case-file {path}: kind must be 'trajectory' or 'error', got "
                               f"{str(obj.get('kind'))[:40]!r}")
-        case = from_json(obj)
+        check = obj.get("check")
+        if check is not None and check not in CASE_FILE_CHECKS:
+            raise InvalidCase(f"--case-file {path}: check must be one of {CASE_FILE_CHECKS} or absent, got "
+                              f"{str(check)[:40]!r}")
+        case = from_json({k: v for k, v in obj.items() if k != "check"})
     except InvalidCase:
         raise
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -233,7 +286,7 @@ def load_case_file(path) -> "TrajectoryCase | ErrorCase":
         validate(case)
     except InvalidCase as exc:
         raise InvalidCase(f"--case-file {path}: {exc}") from None
-    return case
+    return case, check
 
 
 def content_id(obj: dict) -> str:

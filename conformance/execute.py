@@ -17,7 +17,8 @@ from came_conformance.distributed.harness import ShardedSnapshot
 from came_conformance.precision import of_target as precision_of
 from came_conformance.protocol import Snapshot
 from came_conformance.worker import TargetFailure, TargetProcess
-from came_conformance.fixtures.generate import run as reference_run
+from came_conformance.reference import optimizer
+from came_conformance.reference.dtypes import round_to
 from came_conformance.reference.step import init_state
 
 PASS, FAIL, NOT_APPLICABLE, ERROR = "pass", "fail", "not_applicable", "error"
@@ -131,6 +132,9 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
     p = target.process
     if case.kwargs is not None:  # an api case: the documented constructor
         reply = p.call("construct", case.kwargs, variant)
+    elif case.starts_mid_run():  # CAME-STATE-6: opened at a step counter with a state
+        reply = p.call("open_at", case.hp.to_json(), list(case.params), case.start_state, case.start_step, case.dtype,
+                       variant)
     else:
         extras = {}  # only what applies: a sharded case's layouts (spec §9), a mixed-precision case's gradient dtype
         if getattr(case, "layouts", None):
@@ -147,11 +151,12 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
                        first_divergence=first, failures=[first])
     sid, steps, failures, regimes, crash, failed = reply[1], [], [], set(), None, set()
     try:
-        reference = [(s["params"], s["state"]) for s in reference_run(case.hp, case.params, case.grads, case.dtype)]
+        reference = reference_trajectory(case)
+        t0 = case.start_step
         prev = Snapshot([np.asarray(x, np.float64) for x in case.params],
-                        [init_state(np.shape(x)) for x in case.params], 0)
+                        case.start_state or [init_state(np.shape(x)) for x in case.params], t0)
         precision = target.precision(case.dtype, case.grad_dtype)
-        for t, grads in enumerate(case.grads, start=1):
+        for t, grads in enumerate(case.grads, start=t0 + 1):
             try:
                 reply = p.call("step", sid, grads)
                 if reply[0] == "ok":
@@ -201,15 +206,20 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
                                                                             "bound_ratio": c.worst_bound_ratio,
                                                                             "rel_bound": c.rel_bound}
                                                   for c in checks},
-                          "accumulated_ulps": compare.accumulated_ulps(t, snap, *reference[t - 1], case.dtype)})
+                          "accumulated_ulps": compare.accumulated_ulps(t, snap, *next(reference), case.dtype)})
             prev = Snapshot([np.asarray(x, np.float64) for x in snap.params],
                             [{k: np.asarray(v, np.float64) for k, v in s.items()} for s in snap.state], snap.step)
+            if len(case.grads) > MAX_STEPS_KEPT and len(failed - {"step"}) == len(case.params) and t < t0 + len(case.grads):
+                failures[0]["note"] = (failures[0].get("note", "") + f" (stepping stopped after step {t}: every "
+                                       f"parameter had failed)").strip()
+                break  # a long case: the verdict cannot change any more, later steps only cost time
     finally:
         if crash is None:
             try:
                 p.call("close", sid)
             except TargetFailure:
                 pass  # the verdict is already measured
+    steps = thin_steps(steps)
     first = failures[0] if failures else None
     located = {"first_divergence": first, "failures": failures} if first else {}
     if crash is not None:
@@ -219,6 +229,35 @@ def run_trajectory(target: Target, case: TrajectoryCase, variant: str) -> dict:
         return new_record(case, variant, PASS, steps=steps, regimes=sorted(regimes))
     return new_record(case, variant, FAIL, f"first divergence at {describe_divergence(first)}", steps=steps,
                    regimes=sorted(regimes), **located)
+
+
+def reference_trajectory(case: TrajectoryCase):
+    """The uninterrupted reference run of a case, one step at a time and without traces (a 4096 × 4096 case or
+    a 10^4-step one costs one step's memory): yields (parameters, state) after each step, parameters rounded to
+    the case's dtype (CAME-DTYPE-2)."""
+    current = tuple(np.asarray(x, np.float64) for x in case.params)
+    state = optimizer.init(current, case.hp) if not case.starts_mid_run() else optimizer.CameState(
+        case.start_step, tuple({k: np.asarray(v, np.float64) for k, v in s.items()} for s in case.start_state))
+    for grads in case.grads:
+        result = optimizer.update(grads, state, current, case.hp, trace=False)
+        current, state = tuple(round_to(case.dtype, x) for x in result.params), result.state
+        yield current, state.tensors
+
+
+#: Per-step figures kept in a record: a 10^4-step trajectory keeps its first, last and worst steps.
+MAX_STEPS_KEPT = 200
+
+
+def thin_steps(steps: list[dict]) -> list[dict]:
+    """At most ``MAX_STEPS_KEPT`` entries: the first and last 50 steps and the 100 with the largest bound ratio."""
+    if len(steps) <= MAX_STEPS_KEPT:
+        return steps
+
+    def worst(entry):
+        return max((v["bound_ratio"] for v in entry["per_step"].values()), default=0.0)
+
+    middle = sorted(steps[50:-50], key=worst, reverse=True)[:MAX_STEPS_KEPT - 100]
+    return sorted(steps[:50] + middle + steps[-50:], key=lambda e: e["step"])
 
 
 def describe_divergence(first: dict) -> str:
@@ -246,7 +285,14 @@ def run_error(target: Target, case: ErrorCase, variant: str) -> dict:
         opened = p.call("construct", case.kwargs, variant)
         if opened[0] != "ok":
             return new_record(case, variant, FAIL if opened[0] == "raised" else NOT_APPLICABLE,
-                           f"valid construction failed: {opened[1:3]}", category="setup failed")
+                           f"valid construction failed: {opened[1:3]}", category="setup failed", argument=case.argument)
+        for k, valid in enumerate(case.grads_before or (), start=1):  # CAME-ERR-A1, CAME-ERR-S5: valid steps first
+            done = p.call("step", opened[1], {"encoded": valid})
+            if done[0] != "ok":
+                p.call("close", opened[1])
+                return new_record(case, variant, FAIL if done[0] == "raised" else NOT_APPLICABLE,
+                                  f"valid step {k} before the failing one failed: {done[1:3]}", category="setup failed",
+                                  argument=case.argument)
         reply = p.call("step", opened[1], {"encoded": case.grads})
         p.call("close", opened[1])
     if reply[0] == "not_applicable":

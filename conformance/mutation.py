@@ -97,12 +97,18 @@ def _source_kind(record: dict) -> str:
         return "tier 0"
     if source.startswith("boundary:"):
         return "valid boundary"
+    if source in ("hypothesis:scale", "hypothesis:midrun", "hypothesis:nonfinite"):  # issue 11's trajectories
+        return "hypothesis (trajectory)"
+    if source == "hypothesis:return":
+        return "hypothesis (return value)"
     if source.startswith("hypothesis:"):
         return "hypothesis (invalid arguments)"
     if source == "hypothesis":
         return "hypothesis (trajectory)"
     if record.get("kind") == "resume":
         return "save/resume"
+    if record.get("kind") in ("atomic", "return"):  # the check of a fixture: an error or an api vector
+        return f"{record['kind']} check"
     if record.get("kind") == "error":
         return "error vector"
     if record.get("kind") == "load":

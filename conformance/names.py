@@ -3,7 +3,8 @@
 A case id is a content hash, as the runner makes them: a fixture's 16 hex digits, ``h-`` (a
 Hypothesis draw), ``s-`` (a sharded draw, conformance.distributed) or ``v-`` (a valid boundary
 value) and 16 hex digits, optionally ``@dtype`` (a fixture run at another dtype), optionally
-behind ``resume-``; and ``tier0``.  Nothing else
+behind ``resume-``, ``atomic-`` or ``return-`` (the records of conformance.atomic and
+conformance.returns); and ``tier0``.  Nothing else
 names a file.  A reproduce line is shell-quoted word by word, names the target exactly as the
 run was given it (``module:factory`` included), and sets the environment the run depended on.
 """
@@ -14,7 +15,7 @@ import re
 import shlex
 import sys
 
-CASE_ID = re.compile(r"^(?:resume-)?(?:[hsv]-)?[0-9a-f]{16}(?:@(?:float64|float32|float16|bfloat16))?$|^tier0$")
+CASE_ID = re.compile(r"^(?:resume-|atomic-|return-)?(?:[hsv]-)?[0-9a-f]{16}(?:@(?:float64|float32|float16|bfloat16))?$|^tier0$")
 #: Variables that change what a run does; a reproduce line sets those that were set.
 ENVIRONMENT = ("CAME_TARGET_PYTHON", "CAME_MAX_ARRAY_SIZE", "PYTHONPATH")
 

@@ -30,6 +30,8 @@ OPTIONS = (
     "rank0",             # CAME-STATE-3, 0-D parameters
     "zero_size",         # CAME-ZERO-1
     "save_restore",      # save and resume mid-trajectory
+    "open_at",           # CAME-STATE-6: open a session at step counter t0 with given state (Adapter.open_at)
+    "step_return",       # CAME-RETURN-1: Session.step returns describe_return(what the target's step returned)
 )
 
 
@@ -98,11 +100,12 @@ class Snapshot:
 
 
 class Session(Protocol):
-    def step(self, grads: list[np.ndarray]) -> None:
+    def step(self, grads: list[np.ndarray]) -> dict | None:
         """One optimizer step with these gradients (float64 values exact in the session's dtype).
 
-        For step-phase error cases the gradients may be wrong on purpose (count, shape, dtype);
-        convert them faithfully and let the target raise.
+        For step-phase error cases the gradients may be wrong on purpose (count, shape, dtype, or
+        not a list at all); convert them faithfully and let the target raise.  With option
+        ``step_return``, return ``describe_return(what the target's step call returned)``.
         """
 
     def read(self) -> Snapshot:
@@ -134,6 +137,12 @@ class Adapter(Protocol):
         a sharded target (``world_sizes``, conformance.distributed), whose steps then get this rank's
         pieces of the gradients.        """
 
+    def open_at(self, hp: Hyperparameters, params: list[np.ndarray], state: list[dict[str, np.ndarray]], step: int,
+                dtype: str, variant: str) -> Session:  # optional, with option "open_at"
+        """As ``open``, then set every state tensor (spec names, float64 values exact in the state's dtype)
+        and the step counter to ``step``, as if ``step`` steps had been taken (CAME-STATE-6).  Store the
+        counter the way the target stores it: a counter that cannot hold ``step`` shows it on read-back."""
+
     def construct(self, kwargs: dict, variant: str) -> Session:
         """Call the target's documented constructor with these decoded keyword arguments.
 
@@ -153,6 +162,38 @@ class NativeHooks(Protocol):
 
     def schedule(self, lr) -> object:
         """A schedule object of the target for a ``LearningRate`` of kind ``schedule``."""
+
+
+def describe_return(value) -> dict:
+    """What a step call returned, as plain data (CAME-RETURN-1): the adapters' one conversion.
+
+    ``{"type": "none"}``, ``{"type": "bool", "value": b}``, ``{"type": "number", "value": x}``,
+    ``{"type": "tuple", "items": [...]}``, ``{"type": "tensor", "dtype": name, "shape": [...],
+    "values": [first 16 values]}`` for anything array-like (``asnumpy()``, ``numpy()`` or a NumPy
+    array), else ``{"type": "other", "repr": ...}``.  Duck-typed, so it needs no framework import.
+    """
+    if value is None:
+        return {"type": "none"}
+    if isinstance(value, (bool, np.bool_)):
+        return {"type": "bool", "value": bool(value)}
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return {"type": "number", "value": float(value)}
+    if isinstance(value, (tuple, list)):
+        return {"type": "tuple", "items": [describe_return(v) for v in value]}
+    for convert in ("asnumpy", "numpy"):
+        if hasattr(value, convert) and not isinstance(value, np.ndarray):
+            try:
+                value = np.asarray(getattr(value, convert)())
+            except Exception:  # noqa: BLE001 - not array-like after all
+                break
+            break
+    if isinstance(value, np.ndarray):
+        dtype = "bool" if value.dtype == np.bool_ else str(value.dtype)
+        flat = value.ravel()[:16]
+        return {"type": "tensor", "dtype": dtype, "shape": list(value.shape),
+                "values": [bool(v) if dtype == "bool" else float(v) if value.dtype.kind in "fiu" else repr(v)
+                           for v in flat]}
+    return {"type": "other", "repr": repr(value)[:200]}
 
 
 class NotApplicable(Exception):

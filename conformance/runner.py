@@ -1,9 +1,11 @@
 """The conformance run: every case source, every execution variant, one stream of outcomes.
 
 Per variant, in this order (fast and fixed first): tier 0, the golden fixtures of the target's
-profile, the error vectors and valid boundaries, Hypothesis trajectories, Hypothesis invalid
-arguments, sharded cases (sharded targets: their variants are layouts and their ranks run under
-``conformance.distributed.harness``, spec §9), save-and-resume.  Each outcome is appended to ``records.jsonl`` as soon as it
+profile (and the step's return value on the api vectors), the error vectors and valid boundaries
+(and the atomicity of every step error), Hypothesis trajectories, Hypothesis invalid arguments,
+sharded cases (sharded targets: their variants are layouts and their ranks run under
+``conformance.distributed.harness``, spec §9), save-and-resume, then the slow tiers: scale and
+long horizons (conformance.tiers).  Each outcome is appended to ``records.jsonl`` as soon as it
 exists, so a crash or a kill of the run itself loses no outcome already obtained; the final
 reports are then written from the same records.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, settings
 
-from came_conformance import rundir
+from came_conformance import atomic, returns, rundir, tiers
 from came_conformance import deviations as deviations_mod
 from came_conformance import execute, strategies
 from came_conformance.arguments import param_values
@@ -44,10 +46,13 @@ class Settings:
     signatures: int = 6  # shrunk failures (each with a new signature) one Hypothesis property reports at most
     variants: tuple[str, ...] | None = None
     case_file: str | None = None
-    sources: tuple[str, ...] = ("fixtures", "errors", "hypothesis", "hypothesis-errors", "resume", "sharding")
+    sources: tuple[str, ...] = ("fixtures", "errors", "hypothesis", "hypothesis-errors", "resume", "sharding", "scale",
+                                "horizon")
     stop_on_failure: bool = False  # mutation runs: the first unexplained failure ends the run
     deviations: str | None = None  # a deviations file for any target (--deviations; else CAME_DEVIATIONS)
     in_process: bool = False  # mutation runs of the suite's own port: no worker process (conformance.inprocess)
+    scale_examples: int = 3  # Hypothesis scale cases per variant (CAME-DEF-4), each up to 2^17 elements
+    horizon_examples: int = 4  # Hypothesis sessions opened at a large step counter per variant (CAME-STATE-6)
 
     def is_full_run(self) -> bool:
         return self.case_file is None and self.variants is None and set(self.sources) == set(Settings.sources)
@@ -84,6 +89,19 @@ def _run(target, case, variant) -> dict:
     return record
 
 
+def _checked(check):
+    """A check of its own record kind (atomic.run, returns.run), with the case's requirements recorded."""
+    def run_one(target, case, variant) -> dict:
+        record = check(target, case, variant)
+        record["requires"] = sorted(case.requires())
+        return record
+    return run_one
+
+
+#: ``--case-file`` replays: a saved atomic or return record's case says which check made it.
+CHECKS = {"atomic": _checked(atomic.run), "return": _checked(returns.run)}
+
+
 def for_dtypes(cases: dict, dtypes: tuple[str, ...]) -> dict:
     """``cases`` for a variant of these dtypes: without float64, float64 trajectories run at float32."""
     if "float64" not in dtypes and "float32" in dtypes:
@@ -106,8 +124,11 @@ VALID_KWARGS = {
 }
 
 
-def _property(strategy, make_case, target, variant, sink, cfg, max_examples):
+def _property(strategy, make_case, target, variant, sink, cfg, max_examples, run_one=_run):
     """Run one Hypothesis property past its first failure: each failure signature once, shrunk.
+
+    ``run_one(target, case, variant)`` makes a case's record: ``_run``, or a check of its own kind
+    (``CHECKS``).
 
     A signature (``deviations.signature_key``) is where a failure point is: clause, tensor, factored or
     not, dtype, variant, divergence, layout.  The property is explored in rounds with the same seed.  A round
@@ -127,7 +148,7 @@ def _property(strategy, make_case, target, variant, sink, cfg, max_examples):
     recorded: set[str] = set()
     for _ in range(max(cfg.signatures, 1)):
         best, budget_spent = _explore_round(strategy, make_case, target, variant, sink, cfg, max_examples, seen, ran,
-                                            recorded)
+                                            recorded, run_one)
         if best is None:
             return
         seen.update(_new_signatures(sink, best, set()))
@@ -144,14 +165,14 @@ def _new_signatures(sink, record: dict, seen: set) -> list:
     return [sig for k, sig in enumerate(found) if sig not in seen and sig not in found[:k]]
 
 
-def _explore_round(strategy, make_case, target, variant, sink, cfg, max_examples, seen, ran, recorded):
+def _explore_round(strategy, make_case, target, variant, sink, cfg, max_examples, seen, ran, recorded, run_one):
     """One round of ``_property``: the shrunk case of the first new signature (or None), and whether
     shrinking spent its budget."""
     state = {"shrink_runs": None, "signature": None, "best": None}
 
     def outcome_of(case):
         if case.id not in ran:
-            ran[case.id] = _run(target, case, variant)
+            ran[case.id] = run_one(target, case, variant)
         return ran[case.id]
 
     @settings(max_examples=max_examples, database=None, deadline=None, derandomize=False,
@@ -201,6 +222,10 @@ def _error_property(target, variant, sink, cfg, clause, argument):
                          rf"\b{argument}\b", clause.id, argument, source=f"hypothesis:{clause.id}:{argument}")
 
     _property(strategy, make_case, target, variant, sink, cfg, cfg.error_examples)
+
+
+def _same(case):
+    return case
 
 
 def _trajectory_property(target, variant, sink, cfg):
@@ -411,6 +436,9 @@ class Plan:
             units += [Unit(variant, f"fixture:{c.id}", one(c), numeric=True,
                            announce="" if k else f"fixtures: {len(fixtures['trajectory'])} trajectories")
                       for k, c in enumerate(fixtures["trajectory"])]
+            units += [Unit(variant, f"return:{c.id}", lambda sink, c=c: sink.add(CHECKS["return"](target, c, variant)),
+                           numeric=True, announce="" if k else "step return values (CAME-RETURN-1) of the api vectors")
+                      for k, c in enumerate(c for c in fixtures["trajectory"] if c.kwargs is not None)]
         phases = ("construction", "step") if variant == self.variants[0] else ("step",)
         if "errors" in cfg.sources:
             errors = [c for c in fixtures["error"] if c.phase in phases]
@@ -419,9 +447,16 @@ class Plan:
             units += [Unit(variant, f"error:{c.id}", one(c),
                            announce="" if k else f"error vectors ({', '.join(phases)} phase)")
                       for k, c in enumerate(errors)]
+            units += [Unit(variant, f"atomic:{c.id}", lambda sink, c=c: sink.add(CHECKS["atomic"](target, c, variant)),
+                           announce="" if k else "atomicity of refused steps (CAME-ERR-A1)")
+                      for k, c in enumerate(c for c in fixtures["error"] if c.phase == "step")]
         if "hypothesis" in cfg.sources:
             units.append(Unit(variant, "hypothesis", lambda sink: _trajectory_property(target, variant, sink, cfg),
                               numeric=True, announce=f"hypothesis trajectories: {cfg.examples} examples"))
+            nonfinite = strategies.nonfinite_param_cases(info.profile, dtypes, options)  # CAME-NONFINITE-2
+            units.append(Unit(variant, "hypothesis-nonfinite",
+                              lambda sink: _property(nonfinite, _same, target, variant, sink, cfg,
+                                                     max(1, cfg.examples // 5)), numeric=True))
         if "hypothesis-errors" in cfg.sources:
             drawn = [(c, a) for c in contract.clauses_for(info.api) if c.phase in phases for a in c.arguments
                      if strategies.invalid_argument(c.id, a) is not None]
@@ -429,6 +464,14 @@ class Plan:
                            lambda sink, c=c, a=a: _error_property(target, variant, sink, cfg, c, a),
                            announce="" if k else "hypothesis invalid arguments")
                       for k, (c, a) in enumerate(drawn)]
+            step_errors = strategies.step_error_cases(info.api, VALID_KWARGS[info.api])  # CAME-ERR-S1 … S5, -A1
+            units += [Unit(variant, "hypothesis-step-errors", lambda sink: _property(
+                          step_errors, _same, target, variant, sink, cfg, cfg.error_examples)),
+                      Unit(variant, "hypothesis-atomic", lambda sink: _property(
+                          step_errors, _same, target, variant, sink, cfg, cfg.error_examples, CHECKS["atomic"])),
+                      Unit(variant, "hypothesis-return", lambda sink: _property(
+                          strategies.return_cases(info.api), _same, target, variant, sink, cfg, cfg.error_examples,
+                          CHECKS["return"]))]
         if "sharding" in cfg.sources and info.world_sizes:
             units.append(Unit(variant, "sharding", lambda sink: _sharding_property(target, variant, sink, cfg),
                               numeric=True, announce=f"sharded cases: {cfg.sharding_examples} examples"))
@@ -437,6 +480,15 @@ class Plan:
                          and c.dtype in dtypes and not c.requires() - set(options)]
             units += [Unit(variant, f"resume:{c.id}", one(c, resume=True), numeric=True)
                       for c in _one_per_dtype(resumable)]
+        for tier in ("scale", "horizon"):  # the slow tiers, last (conformance.tiers)
+            if tier in cfg.sources:
+                recipes = fixtures.get(tier, [])
+                units += [Unit(variant, f"{tier}:{c.id}", one(c), numeric=True,
+                               announce="" if k else f"{tier}: {len(recipes)} recipe vectors")
+                          for k, c in enumerate(recipes)]
+                strategy, examples = tiers.hypothesis(tier, info.profile, dtypes, options, cfg)
+                units.append(Unit(variant, f"hypothesis-{tier}", lambda sink, s=strategy, n=examples: _property(
+                    s, _same, target, variant, sink, cfg, n), numeric=True, announce=f"{tier}: {examples} Hypothesis cases"))
         return units
 
 
@@ -462,8 +514,8 @@ def load_fixtures(info, cfg: Settings) -> dict:
     from came_conformance.fixtures.cases import load_cases  # numpy-side loader of the golden vectors
     from came_conformance.fixtures.manifest import verify
 
-    if not {"fixtures", "errors", "resume"} & set(cfg.sources):
-        return {"trajectory": [], "error": []}
+    if not {"fixtures", "errors", "resume", "scale", "horizon"} & set(cfg.sources):
+        return {"trajectory": [], "error": [], "scale": [], "horizon": []}
     verify()  # SHA-256 manifest and schemas: a tampered or malformed vector file stops the run
     return load_cases(info.profile, info.api)
 
@@ -500,7 +552,7 @@ def load_failure(sink: Sink, exc: Exception) -> None:
 
 
 def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
-    replay = load_case_file(cfg.case_file) if cfg.case_file else None  # before anything is written
+    replay, check = load_case_file(cfg.case_file) if cfg.case_file else (None, None)  # before anything is written
     spec, declared, sink, process = start(target_name, out, cfg)
     started, info, warnings, stopped, aborted = time.time(), None, [], None, None
     try:
@@ -514,7 +566,7 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
         variants = check_variants(info, cfg)
         if replay is not None:
             for variant in variants:
-                sink.add(_run(target, replay, variant))
+                sink.add(CHECKS.get(check, _run)(target, replay, variant))
         else:
             fixtures = load_fixtures(info, cfg)
             plan = Plan(target, variants, fixtures, cfg)

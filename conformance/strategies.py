@@ -185,3 +185,159 @@ def valid_boundary_cases(api: str, base_kwargs: dict) -> list:
         out.append(ErrorCase("v-" + content_id(body), api, "construction", kwargs, None, "", clause, argument,
                              source=f"boundary:{clause}:{argument}"))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 11's families: scale, mid-run starts, non-finite parameters, step errors, return values
+# --------------------------------------------------------------------------------------------
+#: CAME-DEF-4: lengths of a reduced axis around vector and tile widths (and small ones beside them).
+TILE_SIDES = (1, 2, 7, 31, 33, 127, 129, 1023, 1025)
+SCALE_MAX_SIZE = 2 ** 17  # per parameter: a Hypothesis scale case costs about a second on the reference
+
+
+@st.composite
+def scale_cases(draw, profile: str, dtypes: tuple[str, ...], options: frozenset[str], steps: int = 3):
+    """CAME-DEF-4: 2-D and 3-D parameters whose reduced axes are tile-width lengths, inputs by recipe."""
+    from came_conformance.fixtures.recipe import Recipe
+    from came_conformance.reference.dtypes import FORMATS
+
+    dtype = "float32" if "float32" in dtypes else dtypes[0]
+    side = st.sampled_from(TILE_SIDES)
+    shape = st.one_of(st.tuples(side, side), st.tuples(st.integers(2, 3), side, side),
+                      st.tuples(st.sampled_from((1023, 1025, 4095, 4097)))).filter(
+        lambda s: 1024 <= math.prod(s) <= SCALE_MAX_SIZE)
+    shapes_ = tuple(draw(shape, label=f"shape {i}") for i in range(draw(st.integers(1, 2), label="parameter count")))
+    # compression is not what this tier is about, and its float16 store underflows for such gradients
+    hp = dataclasses.replace(draw(hyperparameters(profile, options), label="hyperparameters"), loss_scale=1.0,
+                             compression=False)
+    exponents = tuple(draw(st.integers(-12, 4), label=f"grad exponent {k + 1}") for k in range(steps))
+    key = f"hypothesis/{draw(st.integers(0, 2 ** 32 - 1), label='seed')}"
+    rc = Recipe(key, FORMATS[dtype][0], shapes_, steps, 0, exponents)
+    params, grads = list(rc.params()), list(rc.gradients())
+    flags = derive_flags(hp, params, reference_run(hp, params, grads, dtype), dtype) | {"Recipe", "TileLengths"}
+    case = TrajectoryCase("", profile, hp, rc.params(), rc.gradients(), dtype=dtype, flags=tuple(sorted(flags)),
+                          clauses=tuple(sorted(numeric_clauses(hp, flags, params) | {"CAME-DEF-4"})),
+                          source="hypothesis:scale", recipe=rc.to_json())
+    case.id = "h-" + content_id(to_json(case))
+    return case
+
+
+#: CAME-STATE-6, CAME-LR-5: step counters just before the limits of narrow counters and the crossovers.
+START_STEPS = (2045, 2047, 9997, 9999, 10 ** 4, 2 ** 24 - 3, 2 ** 24 - 1, 10 ** 6, 2 ** 31 - 5)
+
+
+@st.composite
+def midrun_cases(draw, profile: str, dtypes: tuple[str, ...], options: frozenset[str], steps: int = 4):
+    """Sessions opened at a large step counter (option open_at) with the state of two ordinary steps."""
+    dtype = draw(st.sampled_from(dtypes), label="dtype")
+    param_shapes = [draw(shapes(), label=f"shape {i}") or (1,) for i in range(draw(st.integers(1, 2), label="count"))]
+    hp = dataclasses.replace(draw(hyperparameters(profile, options), label="hyperparameters"), loss_scale=1.0)
+    if hp.learning_rate is not None and hp.learning_rate.kind == "sequence":  # 32 values cannot reach t0
+        hp = dataclasses.replace(hp, learning_rate=LearningRate.constant(hp.learning_rate.values[0]))
+    seed = draw(st.integers(0, 2 ** 32 - 1), label="seed")
+    t0 = draw(st.sampled_from(START_STEPS), label="start step")
+    params = [arrays(s, 1.0, seed + i, dtype) for i, s in enumerate(param_shapes)]
+    warm = [[arrays(s, 1.0, seed + 100 * (k + 1) + i, dtype) for i, s in enumerate(param_shapes)] for k in range(2)]
+    last = reference_run(hp, params, warm, dtype)[-1]
+    state = [{k: round_to(dtype, v) for k, v in s.items()} for s in last["state"]]
+    grads = [[arrays(s, 10.0 ** draw(st.integers(-6, 2), label=f"grad scale {k + 1}"), seed + 1000 * (k + 1) + i,
+                     dtype) for i, s in enumerate(param_shapes)] for k in range(steps)]
+    start = list(last["params"])
+    flags = derive_flags(hp, start, reference_run(hp, start, grads, dtype, (t0, state)), dtype) | {"MidRun"}
+    if any(t0 < limit <= t0 + steps for limit in (2048, 2 ** 24)) or t0 + steps == 2 ** 31 - 1:
+        flags.add("CounterLimit")  # as the mid-run vectors (fixtures.generate.midrun_vector)
+    case = TrajectoryCase("", profile, hp, start, grads, dtype=dtype, flags=tuple(sorted(flags)),
+                          clauses=tuple(sorted(numeric_clauses(hp, flags, start))), source="hypothesis:midrun",
+                          start_step=t0, start_state=state)
+    case.id = "h-" + content_id(to_json(case))
+    return case
+
+
+@st.composite
+def nonfinite_param_cases(draw, profile: str, dtypes: tuple[str, ...], options: frozenset[str]):
+    """CAME-NONFINITE-2: a trajectory case with ±inf or NaN written into some parameter elements."""
+    case = draw(trajectory_cases(profile, dtypes, options, steps=3), label="case")
+    sized = [i for i, p in enumerate(case.params) if p.size]
+    if not sized:
+        return case
+    params = [p.copy() for p in case.params]
+    for _ in range(draw(st.integers(1, 3), label="non-finite elements")):
+        i = draw(st.sampled_from(sized), label="param")
+        params[i].reshape(-1)[draw(st.integers(0, params[i].size - 1), label="element")] = draw(
+            st.sampled_from([math.inf, -math.inf, math.nan]), label="value")
+    flags = derive_flags(case.hp, params, reference_run(case.hp, params, case.grads, case.dtype), case.dtype)
+    flags.add("NonFiniteParam")
+    out = dataclasses.replace(case, params=params, flags=tuple(sorted(flags)), source="hypothesis:nonfinite",
+                              clauses=tuple(sorted(numeric_clauses(case.hp, flags, params))))
+    out.id = "h-" + content_id(to_json(out))
+    return out
+
+
+def _grad(shape, dtype="float64", fill="ramp"):
+    return {"$array": {"shape": list(shape), "dtype": dtype, **({"fill": fill} if fill else {})}}
+
+
+@st.composite
+def step_error_cases(draw, api: str, base_kwargs: dict):
+    """CAME-ERR-S1 … CAME-ERR-S5 after 0 to 3 valid steps: the error, and (atomic.run) that nothing changed."""
+    from came_conformance.arguments import params_of
+    from came_conformance.cases import ErrorCase
+    from came_conformance.reference.contract import BY_ID
+
+    shapes_ = params_of(base_kwargs)
+    kinds = ["count", "shape", "dtype", "container"] + (["exhausted"] if api == "mindformers" else [])
+    kind = draw(st.sampled_from(kinds), label="error")
+    before = draw(st.integers(0, 3), label="valid steps before")
+    kwargs, argument = dict(base_kwargs), "gradients"
+    valid = [_grad(s) for s in shapes_]
+    if kind == "count":
+        clause, grads = "CAME-ERR-S1", draw(st.sampled_from([[], valid[:1], valid + valid[:1]]), label="gradients")
+    elif kind == "shape":
+        i = draw(st.integers(0, len(shapes_) - 1), label="which")
+        bad = draw(st.sampled_from([(1,) + tuple(shapes_[i]), tuple(shapes_[i])[::-1] + (1,)]), label="bad shape")
+        clause, grads = "CAME-ERR-S2", [_grad(bad) if k == i else g for k, g in enumerate(valid)]
+    elif kind == "dtype":
+        dt = draw(st.sampled_from(["int32", "int64", "bool", "complex64"]), label="dtype")
+        clause, grads = "CAME-ERR-S3", [_grad(s, dt, None) for s in shapes_]
+    elif kind == "container":
+        clause, grads = "CAME-ERR-S4", draw(st.sampled_from([None, valid[0]]), label="gradients")
+    else:  # an exhausted sequence: L values, L valid steps, then one more (CAME-LR-3)
+        length = draw(st.integers(1, 3), label="sequence length")
+        kwargs["learning_rate"] = [0.01 * (k + 1) for k in range(length)]
+        clause, grads, before, argument = "CAME-ERR-S5", valid, length, "learning_rate"
+    body = {"kwargs": kwargs, "grads": grads, "before": before, "clause": clause}
+    return ErrorCase("h-" + content_id(body), api, "step", kwargs, BY_ID[clause].exception, rf"\b{argument}\b",
+                     clause, argument, grads, ("StepPhase",) + (("AfterValidSteps",) if before else ()),
+                     f"hypothesis:{clause}", [valid] * before if before else None)
+
+
+@st.composite
+def return_cases(draw, api: str):
+    """CAME-RETURN-1: a valid documented constructor call and two steps; what each step returns."""
+    import copy
+
+    from came_conformance.adapters.reference import ReferenceAdapter
+    from came_conformance.arguments import decode, params_of
+
+    shape = st.sampled_from([[2, 3], [3], [], [1, 4], [2, 2, 3]])
+    params = [{"$param": draw(shape, label=f"shape {i}")} for i in range(draw(st.integers(1, 3), label="count"))]
+    if api == "mindformers":
+        lr = draw(st.sampled_from([0.01, 1, [0.01, 0.02], {"$tensor": 0.01}, {"$tensor": [0.01, 0.02]}]), label="lr")
+        kwargs = {"params": params, "learning_rate": lr}
+    else:
+        kwargs = {"params": params, "lr": draw(st.sampled_from([0.01, 1, 0.0]), label="lr")}
+    adapter = ReferenceAdapter(api)
+    hp = adapter.construct(decode(copy.deepcopy(kwargs), adapter.native()), "default").optim.hp
+    grads = [[np.full(s, 0.25 * (k + 1)) for s in params_of(kwargs)] for k in range(2)]
+    case = TrajectoryCase("", api, hp, [np.zeros(s) for s in params_of(kwargs)], grads, dtype="float32",
+                          clauses=("CAME-RETURN-1",), source="hypothesis:return", kwargs=kwargs)
+    case.id = "h-" + content_id(to_json(case))
+    return case
+
+
+#: Valid boundaries of the params argument (CAME-ERR-28): any iterable, a generator included.
+ITERABLE_PARAMS = {"$iter": [{"$param": [2, 3]}, {"$param": [3]}]}
+VALID_BOUNDARIES["mindformers"].append(("CAME-ERR-28", "params", ITERABLE_PARAMS))
+VALID_BOUNDARIES["paper"] += [("CAME-ERR-28", "params", ITERABLE_PARAMS),
+                              ("CAME-ERR-28", "params", [{"params": {"$iter": [{"$param": [2, 3]}]}},
+                                                         {"params": [{"$param": [3]}]}])]

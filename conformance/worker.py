@@ -80,6 +80,14 @@ class _Server:
                 raise ValueError(f"open: unknown extras {extras!r}")
             return self._keep(self.adapter.open(Hyperparameters.from_json(hp_json), params, dtype, variant,
                                                 **extras))
+        if command == "open_at":  # CAME-STATE-6; optional for adapters (option "open_at")
+            hp_json, params, state, step, dtype, variant = args
+            if not hasattr(self.adapter, "open_at"):
+                from came_conformance.protocol import NotApplicable
+
+                raise NotApplicable("the adapter has no open_at: it cannot open a session at a given step counter")
+            return self._keep(self.adapter.open_at(Hyperparameters.from_json(hp_json), params, state, step, dtype,
+                                                   variant))
         if command == "construct":
             kwargs, variant = args
             return self._keep(self.adapter.construct(arguments.decode(kwargs, self.adapter.native()), variant))

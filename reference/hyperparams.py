@@ -46,14 +46,14 @@ class LearningRate:
         return LearningRate("schedule", schedule="warmup_linear",
                             params=(("base", float(base)), ("warmup_steps", float(warmup_steps))))
 
-    def at(self, k: int) -> float:
-        """η at 0-based step index k = t − 1 (CAME-LR-2, CAME-LR-3, CAME-LR-4)."""
+    def at(self, k: int, argument: str = "learning_rate") -> float:
+        """η at 0-based step index k = t − 1 (CAME-LR-2, CAME-LR-3, CAME-LR-4); ``argument`` names it in errors."""
         if self.kind == "constant":
             return self.value
         if self.kind == "sequence":
             if k >= len(self.values):
-                raise ValueError(f"learning_rate: the sequence has {len(self.values)} values but step {k + 1} "
-                                 f"was taken; a sequence must cover every step [CAME-LR-3]")
+                raise ValueError(f"{argument}: the sequence has {len(self.values)} values but step {k + 1} "
+                                 f"was taken; a sequence must cover every step (CAME-LR-3) [CAME-ERR-S5]")
             return self.values[k]
         p = dict(self.params)
         return SCHEDULES[self.schedule](p, k)
@@ -159,8 +159,9 @@ class Hyperparameters:
         if self.relative_step:  # CAME-LR-5: Adafactor's relative step size
             ceiling = 1e-6 * t if self.warmup_init else 1e-2
             return min(ceiling, 1.0 / math.sqrt(t))
-        lr = group.learning_rate if group and group.learning_rate is not None else self.learning_rate
-        return lr.at(t - 1)
+        if group and group.learning_rate is not None:
+            return group.learning_rate.at(t - 1, "lr")  # a group's own rate is its 'lr' (CAME-GROUP-1)
+        return self.learning_rate.at(t - 1)
 
     def step_hyper(self, t: int, index: int) -> StepHyper:
         """Resolve the hyperparameters of parameter ``index`` at step t (1-based)."""

@@ -37,13 +37,18 @@ def init(params: Sequence[np.ndarray], hp: Hyperparameters | None = None) -> Cam
 
 
 def check_gradients(grads: Sequence, params: Sequence) -> list[np.ndarray]:
-    """CAME-ERR-S1 … CAME-ERR-S3: one real floating gradient per parameter, of its shape."""
+    """CAME-ERR-S1 … CAME-ERR-S4: a list or tuple of one real floating gradient per parameter, of its shape."""
+    if not isinstance(grads, (list, tuple)):
+        raise TypeError(f"gradients: must be a list or tuple of arrays, one per parameter, got "
+                        f"{type(grads).__name__} [CAME-ERR-S4]")
     grads = list(grads)
     if len(grads) != len(params):
         raise ValueError(f"gradients: expected {len(params)} gradients, one per parameter, "
                          f"got {len(grads)} [CAME-ERR-S1]")
     out = []
     for i, (g, p) in enumerate(zip(grads, params)):
+        if isinstance(g, np.ma.MaskedArray):  # its mask would be ignored
+            raise TypeError(f"gradients[{i}]: a masked array is not a gradient [CAME-ERR-S3]")
         g = np.asarray(g)
         if g.dtype.kind != "f" or g.dtype.itemsize > 8:  # read exactly as float64
             raise TypeError(f"gradients[{i}]: must have a real floating dtype, got {g.dtype} [CAME-ERR-S3]")
@@ -66,13 +71,17 @@ def check_state(state: CameState, params: Sequence) -> None:
 
 
 def update(grads: Sequence[np.ndarray], state: CameState, params: Sequence[np.ndarray],
-           hp: Hyperparameters) -> Update:
-    """One optimizer step at t = state.step + 1 (CAME-STATE-5, CAME-STEP-*)."""
+           hp: Hyperparameters, trace: bool = True) -> Update:
+    """One optimizer step at t = state.step + 1 (CAME-STATE-5, CAME-STEP-*).
+
+    Pure: a step error (CAME-ERR-S1 … CAME-ERR-S5) leaves nothing changed (CAME-ERR-A1).  ``trace=False``
+    returns empty traces and the same values in about a third of the memory (``reference.step.step``).
+    """
     grads = check_gradients(grads, params)
     check_state(state, params)
     t = state.step + 1
-    results = [came_step.step(p, g, s, hp.step_hyper(t, i))
-               for i, (p, g, s) in enumerate(zip(params, grads, state.tensors))]
+    hypers = [hp.step_hyper(t, i) for i in range(len(params))]  # an exhausted sequence raises before any step
+    results = [came_step.step(p, g, s, h, trace=trace) for p, g, s, h in zip(params, grads, state.tensors, hypers)]
     return Update(tuple(r.theta for r in results), CameState(t, tuple(r.state for r in results)),
                   tuple(r.trace for r in results))
 

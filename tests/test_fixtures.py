@@ -79,6 +79,9 @@ def test_stdlib_loader_reads_every_file_without_numpy():
         "    for t in load.iter_tests(path):\n"
         "        for e in t.get('expected', []):\n"
         "            for p in e['params']:\n"
+        "                if isinstance(p, dict):  # a recipe vector's summary of a large tensor\n"
+        "                    assert len(p['sha256']) == 64 and p['samples']\n"
+        "                    continue\n"
         "                assert isinstance(p, load.Tensor) and len(p.values) == p.size\n"
         "                p.nested()\n"
         "        n += 1\n"
@@ -90,6 +93,51 @@ def test_stdlib_loader_reads_every_file_without_numpy():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     counts = json.loads(proc.stdout)
     assert len(counts) == len(_data_files()) and all(n == m > 0 for n, m in counts.values())
+
+
+def test_recipe_inputs_reproduce_with_the_standard_library():
+    """fixtures/recipe.py defines the recipe inputs with the standard library only: under ``python -I -S`` it
+    regenerates the parameters of every recipe vector up to 5000 elements and matches their stored SHA-256
+    digests (the digests the NumPy path of the generator wrote), and the first gradients' too."""
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {ROOT!r})\n"
+        "from fixtures import load, recipe\n"
+        "checked = 0\n"
+        "for path in load.files():\n"
+        "    for t in load.read_raw(path)['tests']:\n"
+        "        if 'recipe' not in t:\n"
+        "            continue\n"
+        "        r = recipe.Recipe.from_json(t['recipe'])\n"
+        "        for i, shape in enumerate(r.shapes):\n"
+        "            n = 1\n"
+        "            for d in shape:\n"
+        "                n *= d\n"
+        "            if n > 5000:\n"
+        "                continue\n"
+        "            assert recipe.summary(r.param_values(i), shape) == t['inputs']['params'][i], (path, i)\n"
+        "            assert recipe.summary(r.grad_values(1, i), shape) == t['inputs']['gradsStep1'][i], (path, i)\n"
+        "            checked += 1\n"
+        "assert 'numpy' not in sys.modules\n"
+        "print(checked)\n"
+    )
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert int(proc.stdout) >= 6
+
+
+def test_recipe_numpy_path_is_the_standard_library_path_bit_for_bit():
+    """fixtures.recipe: the vectorised generator and summary give the stdlib definition's bits (CAME-DEF-4 inputs)."""
+    from came_conformance.fixtures import recipe
+
+    r = recipe.Recipe("test/bits", 24, ((3, 7), (1025,)), 2, -3, (2, -7))
+    for i, shape in enumerate(r.shapes):
+        assert r.params()[i].ravel().tolist() == r.param_values(i)
+        assert r.gradients()[1][i].ravel().tolist() == r.grad_values(2, i)
+        assert recipe.summary(r.param_values(i), shape) == recipe.summary_of_array(r.params()[i])
+    a = r.params()[1]
+    assert np.array_equal(a, round_to("float32", a)) and 0 < np.min(np.abs(a)) and np.max(np.abs(a)) < 2.0 ** -3
+    assert np.array_equal(recipe.array("test/bits", (5,), 8, 0), round_to("bfloat16", recipe.array("test/bits", (5,), 8, 0)))
 
 
 def test_loader_decodes():
@@ -127,7 +175,11 @@ def test_reference_reproduces_vector(case):
     else:
         for p in case.params:  # inputs are exact in the vector's dtype (CAME-DTYPE-2)
             assert hexes(p) == hexes(round_to(case.dtype, p))
-        session = adapter.open(case.hp, [p.copy() for p in case.params], case.dtype, "default")
+        if case.start is None:
+            session = adapter.open(case.hp, [p.copy() for p in case.params], case.dtype, "default")
+        else:  # CAME-STATE-6: a mid-run vector opens at its step counter with its state
+            session = adapter.open_at(case.hp, [p.copy() for p in case.params], case.start[1], case.start[0],
+                                      case.dtype, "default")
     for grads, (step, params, state) in zip(case.grads, case.expected):
         session.step([g.copy() for g in grads])
         snap = session.read()
@@ -147,9 +199,10 @@ def test_error_vector_raises_on_reference(case):
 
     Clauses: CAME-ERR-1 CAME-ERR-2 CAME-ERR-3 CAME-ERR-4 CAME-ERR-5 CAME-ERR-6 CAME-ERR-7 CAME-ERR-8
     CAME-ERR-9 CAME-ERR-10 CAME-ERR-11 CAME-ERR-12 CAME-ERR-13 CAME-ERR-14 CAME-ERR-15 CAME-ERR-16
-    CAME-ERR-17 CAME-ERR-18 CAME-ERR-19 CAME-ERR-20 CAME-ERR-21 CAME-ERR-22 CAME-ERR-23 CAME-ERR-S1
-    CAME-ERR-S2 CAME-ERR-S3; errata CAME-ERRATUM-1 CAME-ERRATUM-2 CAME-ERRATUM-3 CAME-ERRATUM-4
-    CAME-ERRATUM-5 CAME-ERRATUM-6.
+    CAME-ERR-17 CAME-ERR-18 CAME-ERR-19 CAME-ERR-20 CAME-ERR-21 CAME-ERR-22 CAME-ERR-23 CAME-ERR-24
+    CAME-ERR-25 CAME-ERR-26 CAME-ERR-27 CAME-ERR-28 CAME-ERR-S1 CAME-ERR-S2 CAME-ERR-S3 CAME-ERR-S4
+    CAME-ERR-S5 (after valid steps, changing nothing: CAME-ERR-A1); errata CAME-ERRATUM-1 CAME-ERRATUM-2
+    CAME-ERRATUM-3 CAME-ERRATUM-4 CAME-ERRATUM-5 CAME-ERRATUM-6.
     """
     adapter = ReferenceAdapter(case.profile)
     hooks = adapter.native()
@@ -160,7 +213,15 @@ def test_error_vector_raises_on_reference(case):
             adapter.construct(kwargs, "default")
         else:
             session = adapter.construct(kwargs, "default")
+            for valid in case.grads_before or ():  # CAME-ERR-A1, CAME-ERR-S5: the valid steps first
+                session.step(decode(copy.deepcopy(valid), hooks))
+            before = session.read()
             session.step(decode(copy.deepcopy(case.grads), hooks))
+    if case.error["phase"] == "step":  # CAME-ERR-A1: nothing changed
+        after = session.read()
+        assert after.step == before.step == len(case.grads_before or ())
+        assert all(hexes(a) == hexes(b) for a, b in zip(after.params, before.params))
+        assert all(hexes(a[k]) == hexes(b[k]) for a, b in zip(after.state, before.state) for k in a)
     assert type(info.value) is expected, repr(info.value)
     assert re.search(case.error["match"], str(info.value)), str(info.value)
     assert case.error["clause"] in case.clauses
@@ -246,11 +307,17 @@ def test_profiles_and_options_covered():
     for f in ("Rank0", "Vector1D", "Matrix", "HigherRank", "SizeOneAxis", "ZeroSize", "ClipActive", "ClipInactive",
               "EpsDominated", "ZeroGradient", "NonFinite", "WeightDecay", "ScaleParameter", "ParamScaleFloor",
               "RelativeStep", "WarmupInit", "Compression", "LossScale", "ParamGroups", "LrSequence", "LrSchedule",
-              "Beta1Zero", "LowPrecision", "MultiParam"):
+              "Beta1Zero", "LowPrecision", "MultiParam", "NonFiniteParam", "MidRun", "CounterLimit", "LrCrossover"):
         assert f in flags, f
+    recipe_flags = {f for c in CASES if c.kind == "recipe" for f in c.flags}
+    assert {"TileLengths", "RealisticLayer", "LongHorizon", "LrCrossover", "CounterLimit"} <= recipe_flags
     assert {c.profile for c in NUMERIC} == {c.profile for c in ERRORS} == {"paper", "mindformers"}
     assert {c.dtype for c in NUMERIC} == {"float64", "float32", "float16", "bfloat16"}
-    assert all(len(c.grads) >= 7 for c in NUMERIC if c.kind == "trajectory")
+    assert all(len(c.grads) >= 7 for c in NUMERIC if c.kind == "trajectory" and c.family not in ("nonfinite", "midrun"))
+    # CAME-STATE-6: mid-run vectors start just before 2048, 2^24 and 10^4, and end at 2^31 - 1
+    starts = {c.start[0] + len(c.grads) for c in NUMERIC if c.start}
+    assert {2049, 2 ** 24 + 1, 2 ** 31 - 1, 10_001} <= starts
+    assert max(c.recipe["steps"] for c in CASES if c.kind == "recipe") > 10 ** 4
 
 
 def test_runner_cases():
@@ -265,6 +332,10 @@ def test_runner_cases():
         assert {c.id for c in cases["error"]} == {v.id for v in ERRORS}
         for c, v in zip([c for c in cases["trajectory"] if c.kwargs is None], traj):
             assert c.hp == v.hp and c.dtype == v.dtype and len(c.grads) == len(c.expected) == len(v.grads)
+            assert c.start_step == (v.start[0] if v.start else 0) and (c.start_state is None) == (v.start is None)
+        for family in ("scale", "horizon"):  # recipe vectors: their own runner tiers
+            assert [c.id for c in cases[family]] == [v.id for v in CASES if v.kind == "recipe"
+                                                      and v.family == family and v.profile == profile]
         assert {c.id for c in load_cases(profile, api=profile)["error"]} == \
             {v.id for v in ERRORS if v.profile == profile}
 

@@ -9,6 +9,7 @@ step.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class Example:
     kwargs: dict = field(default_factory=dict)
     grads: Callable[[], list] | None = None  # step phase: the gradients to pass
     drop: tuple[str, ...] = ()  # base arguments to leave out
+    steps_before: int = 0  # step phase: valid steps taken before the failing one
 
     def call(self) -> tuple[Any, Callable[[], Any]]:
         kwargs = {k: v for k, v in base_kwargs(self.profile).items() if k not in self.drop}
@@ -56,8 +58,8 @@ def group(**kw) -> list:
     return [{"params": [P()], **kw}]
 
 
-def _mf(argument, grads=None, drop=(), **kwargs):
-    return Example("mindformers", argument, kwargs, grads, drop)
+def _mf(argument, grads=None, drop=(), steps_before=0, **kwargs):
+    return Example("mindformers", argument, kwargs, grads, drop, steps_before)
 
 
 def _pp(argument, grads=None, drop=(), **kwargs):
@@ -68,13 +70,16 @@ def _both(argument, grads=None, **kwargs):
     return [_mf(argument, grads, **kwargs), _pp(argument, grads, **kwargs)]
 
 
-NAN, INF = math.nan, math.inf
+def masked(shape=SHAPE):
+    return np.ma.masked_array(np.ones(shape), mask=np.zeros(shape, dtype=bool))
+
+
+NAN, INF, HUGE = math.nan, math.inf, 10 ** 400
 EXAMPLES: dict[str, list[Example]] = {
-    "CAME-ERR-1": [_mf("learning_rate", learning_rate=v) for v in
-                   ("0.1", True, {"lr": 0.1}, [], [0.1, "x"], [True, 0.1], np.ones((2, 2)), object())]
-                  + [_mf("lr", params=group(lr="0.1"))],
-    "CAME-ERR-2": [e for v in (P(), "abc", None, [1.0], [P(), 3], [{"params": P()}], [{"params": [1.0]}])
-                   for e in _both("params", params=v)] + [_pp("params", params=[P(), {"order_params": [P()]}])],
+    "CAME-ERR-1": [_mf("learning_rate", learning_rate=v) for v in (object(), 1j, Parameter(np.ones(2)))]
+                  + [_mf("lr", params=group(lr=object()))],
+    "CAME-ERR-2": [e for v in ([1.0], [P(), 3], [{"params": P()}], [{"params": [1.0]}], [{"params": 5}])
+                   for e in _both("params", params=v)] + [_pp("params", params=[{"order_params": [P()]}])],
     "CAME-ERR-3": [_mf(name, **{name: v}) for name in ("decay_rate", "weight_decay", "beta1", "beta3")
                    for v in (1, 0, True, "0.5", None, np.float32(0.5))]
                   + [_mf("weight_decay", params=group(weight_decay=0))],
@@ -83,7 +88,7 @@ EXAMPLES: dict[str, list[Example]] = {
                   + [_pp("eps", eps=v) for v in (1e-30, None)] + [_pp("eps[0]", eps=(0, 1e-16))],
     "CAME-ERR-5": [_mf("loss_scale", loss_scale=v) for v in (True, False, "1", None, [1], 1j)],
     "CAME-ERR-6": [_mf("use_locking", use_locking=False), _mf("use_nesterov", use_nesterov=True)],
-    "CAME-ERR-7": [_mf("loss_scale", loss_scale=v) for v in (0, -1, 0.0, -0.5, NAN, INF, -INF)],
+    "CAME-ERR-7": [_mf("loss_scale", loss_scale=v) for v in (0, -1, 0.0, -0.5, NAN, INF, -INF, HUGE, -HUGE)],
     "CAME-ERR-8": [_mf(f"eps[{i}]", eps=tuple(bad if j == i else e for j, e in enumerate((1e-30, 1e-3, 1e-16))))
                    for i in range(3) for bad in (0.0, -1e-3, NAN, INF)]
                   + [_pp(f"eps[{i}]", eps=tuple(bad if j == i else e for j, e in enumerate((1e-30, 1e-16))))
@@ -99,16 +104,18 @@ EXAMPLES: dict[str, list[Example]] = {
                                                        "compression") for v in (1, 0, "True", None, 1.0)],
     "CAME-ERR-14": [_mf("learning_rate", learning_rate=v) for v in
                     (-1e-3, -1, NAN, INF, [0.1, -0.1], (0.1, NAN), np.array([0.1, INF]), np.array(-0.5),
-                     LearningRate.exponential(-1.0, 0.9), LearningRate.warmup_linear(0.1, -3))]
-                   + [_mf("lr", params=group(lr=-0.01))],
+                     LearningRate.exponential(-1.0, 0.9), LearningRate.warmup_linear(0.1, -3), HUGE, [0.1, HUGE],
+                     (x for x in (0.1, HUGE)))]
+                   + [_mf("lr", params=group(lr=-0.01)), _mf("lr", params=group(lr=HUGE))],
     "CAME-ERR-15": [_mf("learning_rate", learning_rate=None), _mf("learning_rate", drop=("learning_rate",)),
                     _mf("learning_rate", relative_step=True), _mf("learning_rate", relative_step=True,
                                                                   learning_rate=0.0)],
     "CAME-ERR-16": [_mf("warmup_init", warmup_init=True), _mf("warmup_init", warmup_init=True, relative_step=False)],
-    "CAME-ERR-17": [e for v in ([], (), [{"params": []}], [P(), {"params": ()}]) for e in _both("params", params=v)],
+    "CAME-ERR-17": [e for v in ([], (), [{"params": []}], [{"params": [P()]}, {"params": ()}], iter([]))
+                    for e in _both("params", params=v)],
     "CAME-ERR-18": [_pp("lr", lr=v) for v in (None, "0.1", True, [0.1], np.array([0.1]))]
                    + [_pp("lr", drop=("lr",)), _pp("lr", params=group(lr="0.1"))],
-    "CAME-ERR-19": [_pp("lr", lr=v) for v in (-0.1, -1, NAN, INF, -INF)] + [_pp("lr", params=group(lr=-1.0))],
+    "CAME-ERR-19": [_pp("lr", lr=v) for v in (-0.1, -1, NAN, INF, -INF, HUGE)] + [_pp("lr", params=group(lr=-1.0))],
     "CAME-ERR-20": [_pp("betas", betas=v) for v in (0.9, "abc", None)]
                    + [_pp(f"betas[{i}]", betas=tuple(bad if j == i else b for j, b in enumerate((0.9, 0.999, 0.9999))))
                       for i in range(3) for bad in (1, 0, None, "0.9", True)],
@@ -119,13 +126,40 @@ EXAMPLES: dict[str, list[Example]] = {
                    + [_pp("weight_decay", params=group(weight_decay=0))],
     "CAME-ERR-23": [_pp("weight_decay", weight_decay=v) for v in (-0.1, NAN, INF, -INF)]
                    + [_pp("weight_decay", params=group(weight_decay=-1.0))],
+    "CAME-ERR-24": [_mf("learning_rate", learning_rate=v) for v in
+                    ("0.1", b"0.1", True, np.bool_(True), {"lr": 0.1}, {0.1, 0.2}, frozenset({0.1}), [0.1, "x"],
+                     [True, 0.1], np.array([True, False]), np.array([0.1 + 1j]), masked((2,)),
+                     LearningRate("schedule", schedule="cosine", params=(("base", 0.1),)),
+                     LearningRate("schedule", schedule="exponential", params=(("base", 0.1),)))]
+                   + [_mf("lr", params=group(lr="0.1")), _mf("lr", params=group(lr=True))],
+    "CAME-ERR-25": [_mf("learning_rate", learning_rate=v) for v in
+                    ([], (), iter([]), np.ones((2, 2)), np.ones((1, 3)), np.array([]), itertools.count(0.1),
+                     itertools.repeat(0.01, 2 ** 20 + 1), LearningRate.sequence([]))]
+                   + [_mf("lr", params=group(lr=[])), _mf("lr", params=group(lr=itertools.repeat(0.1)))],
+    "CAME-ERR-26": [e for v in (None, "abc", True, 3, np.ones(SHAPE, dtype=np.int32), np.ones(SHAPE, dtype=bool),
+                                np.ones(SHAPE, dtype=np.complex128), np.ones(SHAPE, dtype=np.longdouble), masked(),
+                                np.array(["a", "b"]), np.array([1.0, None]))
+                    for e in _both("params", params=[Parameter(v, "bad")])]
+                   + [e for e in _both("params", params=[{"params": [P(), Parameter(np.arange(3), "int")]}])],
+    "CAME-ERR-27": [e for v in ([P(), {"params": [P((3,))]}], [{"params": [P()]}, P((3,))],
+                                [P(), {"params": ()}]) for e in _both("params", params=v)],
+    "CAME-ERR-28": [e for v in (P(), "abc", b"ab", None, 3, 2.5, {"params": [P()]}, np.ones(SHAPE))
+                    for e in _both("params", params=v)],
     "CAME-ERR-S1": [e for g in (lambda: [], lambda: [np.ones(SHAPE), np.ones(SHAPE)])
                     for e in _both("gradients", grads=g)],
     "CAME-ERR-S2": [e for g in (lambda: [np.ones((3, 2))], lambda: [np.ones(6)], lambda: [np.ones((1, 2, 3))],
                                lambda: [np.float64(1.0)]) for e in _both("gradients", grads=g)],
     "CAME-ERR-S3": [e for g in (lambda: [np.ones(SHAPE, dtype=np.int64)], lambda: [np.ones(SHAPE, dtype=bool)],
-                               lambda: [np.ones(SHAPE, dtype=np.complex128)], lambda: [np.full(SHAPE, "a")])
+                               lambda: [np.ones(SHAPE, dtype=np.complex128)], lambda: [np.full(SHAPE, "a")],
+                               lambda: [np.ones(SHAPE, dtype=np.longdouble)], lambda: [masked()])
                     for e in _both("gradients", grads=g)],
+    "CAME-ERR-S4": [e for g in (lambda: None, lambda: np.ones(SHAPE), lambda: (g for g in [np.ones(SHAPE)]),
+                               lambda: {0: np.ones(SHAPE)}) for e in _both("gradients", grads=g)],
+    "CAME-ERR-S5": [_mf("learning_rate", grads=lambda: [np.ones(SHAPE)], steps_before=2, learning_rate=[0.1, 0.2]),
+                    _mf("learning_rate", grads=lambda: [np.ones(SHAPE)], steps_before=1,
+                        learning_rate=np.array([0.1])),
+                    _mf("lr", grads=lambda: [np.ones(SHAPE)], steps_before=3,
+                        params=group(lr=(x for x in (0.1, 0.2, 0.3))))],
 }
 
 #: Clauses whose exception is raised by Python itself, whose message cannot cite a clause id:
@@ -155,11 +189,17 @@ def test_each_clause_raises_as_the_contract_says(clause, example):
             construct()
     else:
         optim = construct()  # construction succeeds
+        for _ in range(example.steps_before):
+            optim.step(grads_for(optim))
         before = [p.copy() for p in optim.parameters()], optim.state
         with pytest.raises(exc_type) as info:
             optim.step(example.grads())
-        # §6.1: a step error changes nothing, not even the counter
+        # CAME-ERR-A1: a step error changes nothing, not even the counter, and stepping goes on
         assert optim.state is before[1] and all(np.array_equal(a, b) for a, b in zip(optim.parameters(), before[0]))
+        assert optim.state.step == example.steps_before
+        if clause.id != "CAME-ERR-S5":
+            optim.step(grads_for(optim))
+            assert optim.state.step == example.steps_before + 1
     check_message(info.value, clause, example.argument)
 
 
@@ -172,8 +212,9 @@ def test_every_clause_is_exercised_for_every_profile_it_lists():
         covered = {ex.profile for ex in EXAMPLES[clause.id]}
         assert covered == set(clause.profiles), (clause.id, covered, clause.profiles)
         for ex in EXAMPLES[clause.id]:
-            assert ex.argument.split("[")[0] in clause.arguments or ex.argument == "lr" and clause.id in \
-                ("CAME-ERR-1", "CAME-ERR-14"), (clause.id, ex.argument)  # a group's 'lr' is a learning rate
+            group_lr = ("CAME-ERR-1", "CAME-ERR-14", "CAME-ERR-24", "CAME-ERR-25")  # a group's lr is a learning rate
+            assert ex.argument.split("[")[0] in clause.arguments or ex.argument == "lr" and clause.id in group_lr, \
+                (clause.id, ex.argument)
 
 
 def test_arguments_outside_a_profile_are_unexpected_keywords():
@@ -196,7 +237,7 @@ not_a_number = st.booleans() | st.text(max_size=3) | st.none() | st.lists(st.int
 outside_unit = st.floats(allow_nan=True).filter(lambda x: not 0.0 <= x <= 1.0)
 not_positive_finite = st.floats(allow_nan=True).filter(lambda x: not (x > 0 and math.isfinite(x)))
 not_nonnegative_finite = st.floats(allow_nan=True).filter(lambda x: not (x >= 0 and math.isfinite(x)))
-HSET = settings(max_examples=40, deadline=None)
+HSET = settings()  # the profile of tests/conftest.py: derandomized in make test
 
 
 def assert_raises(clause_id: str, argument: str, profile: str, **overrides) -> None:
@@ -256,12 +297,21 @@ def test_hypothesis_eps_length(profile, values):
 
 @HSET
 @given(st.text(max_size=2) | st.booleans() | st.dictionaries(st.text(max_size=1), st.floats(), max_size=1)
-       | not_nonnegative_finite | st.lists(not_nonnegative_finite, min_size=1, max_size=3))
+       | st.frozensets(st.floats(0, 1), max_size=2) | not_nonnegative_finite
+       | st.lists(not_nonnegative_finite, min_size=1, max_size=3) | st.just([]) | st.complex_numbers()
+       | st.integers(min_value=2 ** 1024))
 def test_hypothesis_learning_rate(value):
-    """CAME-ERR-1, CAME-ERR-14, CAME-LR-1: learning_rate is a number, tensor, iterable of numbers or schedule
-    (TypeError otherwise), and every value is finite and ≥ 0 (ValueError otherwise)."""
-    numeric = isinstance(value, float) or isinstance(value, list)
-    assert_raises("CAME-ERR-14" if numeric else "CAME-ERR-1", "learning_rate", "mindformers", learning_rate=value)
+    """CAME-ERR-1, CAME-ERR-14, CAME-ERR-24, CAME-ERR-25, CAME-LR-1: learning_rate is a number, tensor, iterable
+    of numbers or schedule (TypeError otherwise), non-empty, and every value is finite and ≥ 0 (ValueError)."""
+    if isinstance(value, complex):
+        clause = "CAME-ERR-1"
+    elif isinstance(value, list) and not value:
+        clause = "CAME-ERR-25"
+    elif isinstance(value, (float, list)) or isinstance(value, int) and not isinstance(value, bool):
+        clause = "CAME-ERR-14"
+    else:
+        clause = "CAME-ERR-24"
+    assert_raises(clause, "learning_rate", "mindformers", learning_rate=value)
 
 
 @HSET
@@ -325,9 +375,14 @@ def test_defaults_are_the_profiles_canonical_values():
     # the eps trap of CAME-HP-4: the paper's eps[1] is ε_insta, the mindformers' eps[1] is ε_scale
     assert PaperCame([P()], lr=0.01, eps=(1e-30, 1e-7)).hp.eps_insta == 1e-7
     assert MindformersCame([P()], learning_rate=0.01, eps=(1e-30, 1e-7, 1e-16)).hp.eps_scale == 1e-7
-    for optim in (mf, paper):
-        assert optim.step(grads_for(optim)) is True and optim.state.step == 1
-        assert optim(grads_for(optim)) is True and optim.state.step == 2
+    for optim, returned in ((mf, np.array(True)), (paper, None)):  # CAME-RETURN-1
+        for t in (1, 2):
+            out = optim.step(grads_for(optim)) if t == 1 else optim(grads_for(optim))
+            assert optim.state.step == t
+            if returned is None:
+                assert out is None
+            else:
+                assert isinstance(out, np.ndarray) and out.dtype == np.bool_ and out.shape == () and bool(out)
 
 
 def test_mindspore_group_example():
@@ -349,7 +404,7 @@ def test_mindspore_group_example():
         assert np.array_equal(optim.last_traces[2]["theta_decayed"], before[2])
     # the Parameter objects see the new values
     assert all(np.array_equal(p.value, v) for p, v in zip(optim.params, optim.parameters()))
-    paper = PaperCame([{"params": [P()], "lr": 0.5, "weight_decay": 0.25}, P((3,))], lr=0.1)
+    paper = PaperCame([{"params": [P()], "lr": 0.5, "weight_decay": 0.25}, {"params": [P((3,))]}], lr=0.1)
     paper.step(grads_for(paper))
     assert [lr_seen(paper, 0), lr_seen(paper, 1)] == [0.5, 0.1]
     assert [paper.hp.step_hyper(1, i).weight_decay for i in range(2)] == [0.25, 0.0]
@@ -377,7 +432,7 @@ def test_learning_rate_forms_are_accepted_and_step(value, expected):
     optim = MindformersCame([P(), P((4,))], learning_rate=value)
     seen = []
     for _ in expected:
-        assert optim.step(grads_for(optim)) is True
+        optim.step(grads_for(optim))
         seen.append(lr_seen(optim))
     # rel 1e-15: ``expected`` is written as decimal literals, while warmup_linear computes
     # base·(k + 1)/W in float64 (0.3·(1/3) = 0.09999999999999999), one rounding away.
@@ -385,14 +440,20 @@ def test_learning_rate_forms_are_accepted_and_step(value, expected):
 
 
 def test_exhausted_learning_rate_sequence_fails_at_that_step():
-    """CAME-LR-3, §6.1: step L + 1 of a length-L sequence raises ValueError naming learning_rate, and changes nothing."""
+    """CAME-LR-3, CAME-ERR-S5, CAME-ERR-A1: step L + 1 of a length-L sequence raises ValueError naming
+    learning_rate (or a group's lr), and changes nothing."""
     optim = MindformersCame([P()], learning_rate=[0.1, 0.2])
     optim.step(grads_for(optim))
     optim.step(grads_for(optim))
     state, values = optim.state, [p.copy() for p in optim.parameters()]
-    with pytest.raises(ValueError, match=r"learning_rate.*\[CAME-LR-3\]"):
+    with pytest.raises(ValueError, match=r"learning_rate.*CAME-LR-3.*\[CAME-ERR-S5\]"):
         optim.step(grads_for(optim))
     assert optim.state is state and np.array_equal(optim.parameters()[0], values[0])
+    grouped = MindformersCame([{"params": [P()], "lr": [0.1]}, {"params": [P((3,))]}], learning_rate=0.2)
+    grouped.step(grads_for(grouped))
+    with pytest.raises(ValueError, match=r"^lr: .*\[CAME-ERR-S5\]"):
+        grouped.step(grads_for(grouped))
+    assert grouped.state.step == 1
 
 
 def test_options_and_boundary_values_are_accepted():
@@ -409,7 +470,7 @@ def test_options_and_boundary_values_are_accepted():
     ]
     for kwargs in calls:
         optim = MindformersCame([P(), P((3,)), P(())], **kwargs)
-        assert optim.step(grads_for(optim)) is True
+        optim.step(grads_for(optim))
     relative = MindformersCame([P()], relative_step=True)
     relative.step(grads_for(relative))
     assert lr_seen(relative) == 1e-2  # min(1e-2, 1/sqrt(1))
@@ -419,4 +480,40 @@ def test_options_and_boundary_values_are_accepted():
     for kwargs in (dict(lr=0), dict(lr=2.5, weight_decay=3.0), dict(lr=0.1, betas=[0.0, 1.0, 0.5]),
                    dict(lr=np.float64(0.1), eps=[1e-30, 1e-16], clip_threshold=np.float64(2.0))):
         optim = PaperCame((P(),), **kwargs)
-        assert optim.step(grads_for(optim)) is True
+        optim.step(grads_for(optim))
+
+
+def test_params_may_be_any_iterable():
+    """CAME-GROUP-1, CAME-ERR-28: `CAME(model.parameters(), ...)`, the official README's usage, passes a generator;
+    any iterable of parameters (or of group dicts, or a group's 'params') is read once, in order."""
+    for front, kwargs in ((PaperCame, {"lr": 0.01}), (MindformersCame, {"learning_rate": 0.01})):
+        params = [P((2, 3), "a"), P((3,), "b")]
+        for given in ((p for p in params), iter(params), tuple(params), {"x": params[0], "y": params[1]}.values(),
+                      [{"params": (p for p in params)}], ({"params": [p]} for p in params)):
+            optim = front(given, **kwargs)
+            assert [p.name for p in optim.params] == ["a", "b"]
+            optim.step([np.ones((2, 3)), np.ones(3)])
+            assert optim.state.step == 1
+
+
+def test_the_error_contract_rows_of_the_reference_front_name_argument_and_rule():
+    """CAME-ERR-7, CAME-ERR-14, CAME-ERR-19, CAME-ERR-25, CAME-ERR-26, CAME-ERR-S3, CAME-ERR-S4 (issue: the
+    reference front's gaps): an int beyond float's range, an endless iterator, parameter values that are not real
+    floats and masked arrays are clear TypeError/ValueError naming the argument, not OverflowError, a hang, a
+    silent conversion or a traceback from NumPy."""
+    with pytest.raises(ValueError, match=r"^loss_scale: must be finite .*\[CAME-ERR-7\]"):
+        MindformersCame([P()], learning_rate=0.1, loss_scale=10 ** 400)
+    with pytest.raises(ValueError, match=r"^learning_rate: must be finite .*\[CAME-ERR-14\]"):
+        MindformersCame([P()], learning_rate=10 ** 400)
+    with pytest.raises(ValueError, match=r"^lr: must be finite .*\[CAME-ERR-19\]"):
+        PaperCame([P()], lr=10 ** 400)
+    with pytest.raises(ValueError, match=r"^learning_rate: an iterable must give 1 to 1048576 values.*\[CAME-ERR-25\]"):
+        MindformersCame([P()], learning_rate=itertools.repeat(0.1))  # read 2^20 + 1 values, then refused
+    for bad in (None, "1.5", True, np.ones(SHAPE, dtype=np.complex64), np.ones(SHAPE, dtype=np.longdouble), masked()):
+        with pytest.raises(TypeError, match=r"^params: a parameter must hold real floating-point values.*CAME-ERR-26"):
+            PaperCame([Parameter(bad, "w")], lr=0.1)
+    optim = PaperCame([P()], lr=0.1)
+    for bad, clause in ((None, "CAME-ERR-S4"), ([masked()], "CAME-ERR-S3")):
+        with pytest.raises(TypeError, match=rf"^gradients.*\[{clause}\]"):
+            optim.step(bad)
+    assert optim.state.step == 0

@@ -75,6 +75,19 @@ TRAJECTORY_PROBES = {
                            clip_threshold=0.1, eps1=1e-8, weight_decay=0.1), MIXED, 4, 1.0, 1.0),
     "paper-tiny-clip": (_paper(learning_rate=LearningRate.constant(0.05), clip_threshold=1e-3), ((3, 4), (4,)), 3,
                         1.0, 1.0),
+    # CAME-DEF-4: reduced axes longer than a tile (128 along rows, 32 along columns, 1024 elements)
+    "mf-long-axes": (_mf(learning_rate=LearningRate.constant(0.05), clip_threshold=0.5, scale_parameter=True),
+                     ((33, 129), (1025,)), 2, 1.0, 1.0),
+    "paper-long-axes": (_paper(learning_rate=LearningRate.constant(0.05), clip_threshold=0.5),
+                        ((33, 129), (1025,)), 2, 1.0, 1.0),
+}
+
+#: CAME-STATE-6, CAME-LR-5, CAME-BETA2-2: sessions opened at a large step counter (Adapter.open_at).
+OPEN_AT_PROBES = {
+    "mf-relative-step-crossover": (_mf(learning_rate=None, relative_step=True), 9998),
+    "mf-warmup-init-crossover": (_mf(learning_rate=None, relative_step=True, warmup_init=True), 9998),
+    "mf-float32-counter": (_mf(learning_rate=LearningRate.constant(0.05)), 2 ** 24 - 2),
+    "paper-float16-counter": (_paper(learning_rate=LearningRate.constant(0.05)), 2046),
 }
 
 
@@ -139,6 +152,94 @@ def test_mixed_precision_mutants_need_mixed_precision_cases(name):
                 assert all(np.array_equal(s[k], r[k], equal_nan=True) for s, r in zip(x.state, y.state) for k in s)
 
 
+def _or_raised(probe):
+    """A probe's result, or the exception it raised (a raise is a behaviour too)."""
+    def run(*args):
+        try:
+            return probe(*args)
+        except Exception as exc:  # noqa: BLE001
+            return ("raised", type(exc).__name__)
+    return run
+
+
+@_or_raised
+def _open_at_probe(bugs, name):
+    """Four steps from a state after three ordinary ones, with the counter set to t0 (CAME-STATE-6)."""
+    hp, t0 = OPEN_AT_PROBES[name]
+    shapes = ((3, 4), (4,))
+    params = _arrays(shapes, RNG_SEED)
+    start = optimizer.trajectory(params, _grads(shapes, 3, RNG_SEED + 1), Hyperparameters.defaults(hp.profile))[-1]
+    session = MutantAdapter("probe", hp.profile, bugs).open_at(hp, list(start.params), list(start.state.tensors), t0,
+                                                              "float64", "default")
+    snaps = []
+    for g in _grads(shapes, 4, RNG_SEED):
+        session.step(g)
+        snaps.append(session.read())
+    return snaps, [s.step for s in snaps]
+
+
+@_or_raised
+def _nonfinite_probe(bugs, profile):
+    """CAME-NONFINITE-2: θ holding +inf, -inf and NaN, with and without weight decay and scale_parameter."""
+    out = []
+    extra = ({},) if profile == "paper" else ({}, {"scale_parameter": True})
+    for wd in (0.0, 0.1):
+        for more in extra:
+            hp = Hyperparameters.defaults(profile, learning_rate=LearningRate.constant(0.05), weight_decay=wd, **more)
+            params = _arrays(((3, 4), (4,)), RNG_SEED)
+            params[0][0, 0], params[0][1, 2], params[1][3] = np.inf, -np.inf, np.nan
+            session = MutantAdapter("probe", profile, bugs).open(hp, params, "float64", "default")
+            session.step(_grads(((3, 4), (4,)), 1, RNG_SEED)[0])
+            out.append(session.read())
+    return out
+
+
+@_or_raised
+def _atomic_probe(bugs, api):
+    """CAME-ERR-A1: two valid steps, a step that must raise, then the read-back must be unchanged."""
+    kwargs = {"learning_rate": 0.01} if api == "mindformers" else {"lr": 0.01}
+    session = MutantAdapter("probe", api, bugs).construct({"params": _params(), **kwargs}, "default")
+    for g in _grads(((3, 4), (4,)), 2, RNG_SEED):
+        session.step(g)
+    snapshots = [session.read()]
+    labels = [snapshots[0].step]
+    for bad in ([np.ones((3, 4)), np.ones((1, 4))], [np.ones((3, 4)), np.ones(4, dtype=np.int32)]):
+        try:
+            session.step(bad)
+            labels.append("accepted")
+        except (TypeError, ValueError) as exc:
+            labels.append(type(exc).__name__)
+        snapshots.append(session.read())
+        labels.append(snapshots[-1].step)
+    return labels, snapshots
+
+
+@_or_raised
+def _exhausted_sequence(bugs):
+    """CAME-ERR-S5: a two-value sequence must refuse a third step."""
+    optim = port.Came(_params(), learning_rate=[0.01, 0.02], bugs=bugs)
+    grads = _grads(((3, 4), (4,)), 3, RNG_SEED)
+    try:
+        for g in grads:
+            optim.step(g)
+    except ValueError as exc:
+        return ("ValueError", "learning_rate" in str(exc), optim.global_step)
+    return "accepted"
+
+
+@_or_raised
+def _returns(bugs, api):
+    """CAME-RETURN-1: what one step returns."""
+    kwargs = {"learning_rate": 0.01} if api == "mindformers" else {"lr": 0.01}
+    session = MutantAdapter("probe", api, bugs).construct({"params": _params(), **kwargs}, "default")
+    return session.step(_grads(((3, 4), (4,)), 1, RNG_SEED)[0])
+
+
+def _generator_params(bugs, api):
+    """CAME-ERR-28: params given as a generator, as the official README's CAME(model.parameters(), ...)."""
+    return _construct(bugs, api, {"params_generator": True})
+
+
 def _snapshots_differ(a, b) -> bool:
     if isinstance(a, tuple) or isinstance(b, tuple):
         return a != b
@@ -177,8 +278,11 @@ PAPER_CALLS = [dict(lr=0.01), dict(lr=-1.0), dict(lr=0.01, clip_threshold=-1.0),
 
 
 def _construct(bugs, api, kwargs):
+    kwargs = dict(kwargs)
+    params = (p for p in _params()) if kwargs.pop("params_generator", False) else _params()
+    kwargs = kwargs or ({"learning_rate": 0.01} if api == "mindformers" else {"lr": 0.01})
     try:
-        port.constructor(api, bugs)(_params(), **kwargs)
+        port.constructor(api, bugs)(params, **kwargs)
         return "ok"
     except Exception as exc:  # noqa: BLE001
         names = [k for k in kwargs if re.search(rf"\b{k}\b", str(exc))]
@@ -237,6 +341,22 @@ def witnesses(bugs) -> list[str]:
         found.append("checkpoint and resume")
     found += [name for name in MIXED_PROBES if _snapshots_differ(_run_mixed_probe(bugs, name),
                                                                  _run_mixed_probe(frozenset(), name))]
+    for name in OPEN_AT_PROBES:
+        mine, correct = _open_at_probe(bugs, name), _open_at_probe(frozenset(), name)
+        if mine[0] == "raised" or mine[1] != correct[1] or _snapshots_differ(mine[0], correct[0]):
+            found.append(f"open at t0: {name}")
+    for profile in ("mindformers", "paper"):
+        if _snapshots_differ(_nonfinite_probe(bugs, profile), _nonfinite_probe(frozenset(), profile)):
+            found.append(f"{profile} non-finite parameters")
+        mine, correct = _atomic_probe(bugs, profile), _atomic_probe(frozenset(), profile)
+        if mine[0] == "raised" or mine[0] != correct[0] or _snapshots_differ(mine[1], correct[1]):
+            found.append(f"{profile} atomic step errors")
+        if _returns(bugs, profile) != _returns(frozenset(), profile):
+            found.append(f"{profile} step return value")
+        if _generator_params(bugs, profile) != _generator_params(frozenset(), profile):
+            found.append(f"{profile} params as a generator")
+    if _exhausted_sequence(bugs) != _exhausted_sequence(frozenset()):
+        found.append("exhausted learning-rate sequence")
     return found
 
 

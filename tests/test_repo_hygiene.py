@@ -56,3 +56,14 @@ def test_fixture_ids_cited_in_documents_exist():
             cited.setdefault(found, path.relative_to(ROOT))
     missing = {i: str(p) for i, p in cited.items() if i not in stored}
     assert missing == {}
+
+
+def test_hypothesis_is_derandomized_in_make_test():
+    """tests/conftest.py: ``make test`` gives the same verdict twice (profile ci); only the nightly profile is random."""
+    import os
+
+    from hypothesis import settings
+
+    profile = os.environ.get("CAME_HYPOTHESIS_PROFILE", "ci")
+    assert settings.default.derandomize == (profile == "ci") and settings.default.database is None
+    assert settings.get_profile("nightly").max_examples > settings.get_profile("ci").max_examples

@@ -27,7 +27,7 @@ def test_reference_passes_everything(tmp_path):
     assert summary["exit_code"] == 0 and not summary["evidence_gaps"]
     assert summary["counts"]["fail"] == summary["counts"]["error"] == 0
     kinds = {r["kind"] for r in result["records"]}
-    assert kinds == {"trajectory", "error", "resume"}
+    assert kinds == {"trajectory", "error", "resume", "atomic", "return"}  # CAME-ERR-A1, CAME-RETURN-1
     # every error clause of the mindformers API with a strategy was exercised
     exercised = {r["clauses"][0] for r in result["records"] if r["kind"] == "error"}
     assert {"CAME-ERR-3", "CAME-ERR-10", "CAME-ERR-7", "CAME-ERR-12"} <= exercised
@@ -138,3 +138,94 @@ def test_progress_is_one_line_on_a_terminal_and_nothing_elsewhere():
     p.update(4, "v", 17, force=True)
     p.close()
     assert log.getvalue() == "" and said == ["[t/v] fixtures: 3 trajectories"]
+
+
+def test_new_families_pass_on_the_reference(tmp_path):
+    """Mid-run starts (CAME-STATE-6), non-finite parameters (CAME-NONFINITE-2), atomic step errors (CAME-ERR-A1) and
+    return values (CAME-RETURN-1) all pass on the reference, in both profiles."""
+    for target in ("reference", "reference-paper"):
+        result, summary = _run(tmp_path / target, target, sources=("fixtures", "errors"))
+        assert summary["baseline"]["answer"] == "MATCHES" and summary["counts"]["fail"] == 0, summary
+        kinds = {r["kind"] for r in result["records"]}
+        assert {"atomic", "return"} <= kinds
+        midrun = [r for r in result["records"] if "midrun" in r["source"]]
+        assert midrun and all(r["outcome"] == "pass" for r in midrun)
+        assert max(s["step"] for r in midrun for s in r["steps"]) == 2 ** 31 - 1
+        atomic = [r for r in result["records"] if r["kind"] == "atomic"]
+        assert all(r["outcome"] == "pass" and r["clauses"][0] == "CAME-ERR-A1" for r in atomic)
+
+
+@pytest.mark.parametrize("mutant, sources, kind, clause", [
+    ("partial-update-before-error", ("fixtures", "errors"), "atomic", "CAME-ERR-A1"),
+    ("counter-advances-on-error", ("fixtures", "errors"), "atomic", "CAME-ERR-A1"),
+    ("step-returns-tuple", ("fixtures",), "return", "CAME-RETURN-1"),
+    ("step-counter-float32", ("fixtures",), "trajectory", "CAME-STATE-5"),
+    ("wd-no-zero-guard", ("fixtures",), "trajectory", "CAME-STEP-12"),  # theta: inf became NaN
+    ("lr-sequence-repeats-last", ("fixtures", "errors"), "error", "CAME-ERR-S5"),
+])
+def test_each_new_check_fails_its_mutant(tmp_path, mutant, sources, kind, clause):
+    """The new checks find what they are for: each of these mutants fails a record of that kind and clause."""
+    result, summary = _run(tmp_path, f"mutant:{mutant}", sources=sources)
+    failed = [r for r in result["records"] if r["outcome"] == "fail" and r["kind"] == kind]
+    assert failed and summary["baseline"]["answer"] == "CHANGED"
+    clauses = {(r.get("first_divergence") or {}).get("clause") or r["clauses"][0] for r in failed}
+    assert clause in clauses, clauses
+
+
+def test_a_recipe_case_replays_from_its_file(tmp_path):
+    """A recipe case (CAME-DEF-4) is saved as its recipe, not as tensors, and replays; a tile-tail mutant fails it."""
+    from came_conformance.cases import TrajectoryCase, content_id, from_json, to_json
+    from came_conformance.fixtures.recipe import Recipe
+    from came_conformance.reference.hyperparams import Hyperparameters, LearningRate
+
+    rc = Recipe("test/replay", 24, ((33, 129), (1025,)), 2, 0, (0, -2))
+    hp = Hyperparameters.defaults("paper", learning_rate=LearningRate.constant(0.01), clip_threshold=0.5)
+    case = TrajectoryCase("", "paper", hp, rc.params(), rc.gradients(), "float32", recipe=rc.to_json())
+    case.id = "h-" + content_id(to_json(case))
+    text = json.dumps(to_json(case))
+    assert len(text) < 2000 and "hex" not in text
+    again = from_json(json.loads(text))
+    assert [p.tolist() for p in again.params] == [p.tolist() for p in case.params]
+    path = tmp_path / "case.json"
+    path.write_text(text)
+    _, good = _run(tmp_path / "good", "reference-paper", case_file=str(path))
+    _, bad = _run(tmp_path / "bad", "mutant:row-mean-tile-tail--paper", case_file=str(path))
+    assert good["counts"]["pass"] == 1 and bad["counts"]["fail"] == 1
+
+
+def test_an_atomic_record_replays_as_an_atomic_check(tmp_path):
+    """A saved atomic (or return) record's case carries its check, so --case-file replays that check."""
+    result, _ = _run(tmp_path / "run", "mutant:partial-update-before-error", sources=("fixtures", "errors"))
+    record = next(r for r in result["records"] if r["kind"] == "atomic" and r["outcome"] == "fail")
+    path = tmp_path / "case.json"
+    path.write_text(json.dumps(record["case"]))
+    replay, _ = _run(tmp_path / "replay", "mutant:partial-update-before-error", case_file=str(path))
+    assert [(r["kind"], r["outcome"]) for r in replay["records"]] == [("atomic", "fail")]
+
+
+def test_long_records_keep_their_first_last_and_worst_steps():
+    """execute.thin_steps: a 10^4-step trajectory keeps 200 of its per-step entries, in step order."""
+    from came_conformance.execute import MAX_STEPS_KEPT, thin_steps
+
+    steps = [{"step": t, "per_step": {"0.theta": {"ulps": 0.0, "bound_ratio": 1.0 if t == 5000 else 0.1}}}
+             for t in range(1, 10_051)]
+    kept = thin_steps(steps)
+    assert len(kept) == MAX_STEPS_KEPT and [e["step"] for e in kept] == sorted(e["step"] for e in kept)
+    assert kept[0]["step"] == 1 and kept[-1]["step"] == 10_050 and any(e["step"] == 5000 for e in kept)
+
+
+def test_describe_return_is_plain_data():
+    """CAME-RETURN-1: protocol.describe_return turns what a step returns into JSON-able data."""
+    import numpy as np
+
+    from came_conformance.protocol import describe_return
+    from came_conformance.returns import problem
+
+    assert describe_return(None) == {"type": "none"}
+    assert describe_return((True, np.bool_(True))) == {"type": "tuple", "items": [{"type": "bool", "value": True}] * 2}
+    tensor = describe_return(np.array(True))
+    assert tensor == {"type": "tensor", "dtype": "bool", "shape": [], "values": [True]}
+    json.dumps([tensor, describe_return(np.ones((2, 2))), describe_return(object())])
+    assert problem("mindformers", tensor) == "" and problem("paper", describe_return(None)) == ""
+    assert problem("mindformers", describe_return((True, True))) and problem("paper", tensor)
+    assert problem("mindformers", describe_return(np.array([True, True])))  # one element, not one per parameter

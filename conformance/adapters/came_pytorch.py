@@ -45,6 +45,13 @@ class CamePytorchAdapter(torch_base.TorchAdapter):
                     clip_threshold=hp.clip_threshold, betas=(hp.beta1, hp.beta2, hp.beta3),
                     weight_decay=hp.weight_decay)
 
+    def open_at(self, hp: Hyperparameters, params, state, step, dtype, variant):
+        """CAME-STATE-6: state['step'] is a per-parameter Python int; half-precision parameters keep float32 state."""
+        session = self.open(hp, params, dtype, variant)
+        session.load(state, step, lambda p: torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype,
+                     {"step": int(step), "RMS": 0})
+        return session
+
     def construct_optimizer(self, kwargs, variant):
         """The documented constructor, called as given: its ``assert``s are its error behaviour.
 

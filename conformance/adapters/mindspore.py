@@ -35,7 +35,8 @@ MS_DTYPES = {"float32": mstype.float32, "float16": mstype.float16}
 #: MS-MIXED-STATE-FLOAT16); bfloat16 gradients fail kernel selection on CPU (investigation.md "Mixed precision").
 GRAD_DTYPES = {"float32": ("float16",), "float16": ("float32",)}
 OPTIONS = frozenset({"weight_decay", "scale_parameter", "relative_step", "warmup_init", "compression", "loss_scale",
-                     "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore"})
+                     "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore", "open_at",
+                     "step_return"})
 
 
 class Session(base.MindsporeSession):
@@ -54,6 +55,12 @@ class Session(base.MindsporeSession):
         if name == "exp_avg" and value.shape != shape and value.size == 1 and not self.optim.use_first_moment:
             value = np.broadcast_to(value.reshape(()), shape).copy()  # the beta1 = 0 placeholder only
         return value
+
+    def load(self, state, step: int) -> None:
+        """CAME-STATE-6; with beta1 = 0 the shared exp_avg placeholder is no state and is left alone."""
+        if not self.optim.use_first_moment:
+            state = [{k: v for k, v in tensors.items() if k != "exp_avg"} for tensors in state]
+        super().load(state, step)
 
     def target_step(self) -> int:
         """CAME-STATE-5: Came's float32 ``step`` counter."""
@@ -94,6 +101,12 @@ class MindsporeAdapter(base.MindsporeAdapter):
                     beta1=float(hp.beta1), beta3=float(hp.beta3), weight_decay=float(hp.weight_decay),
                     scale_parameter=hp.scale_parameter, relative_step=hp.relative_step,
                     warmup_init=hp.warmup_init, compression=hp.compression, loss_scale=int(hp.loss_scale))
+
+    def open_at(self, hp: Hyperparameters, params, state, step, dtype, variant) -> Session:
+        """CAME-STATE-6: a session whose state and both step counters are set before its first step."""
+        session = self.open(hp, params, dtype, variant)
+        session.load(state, step)
+        return session
 
     def construct_optimizer(self, kwargs, variant) -> Came:
         return Came(**kwargs)

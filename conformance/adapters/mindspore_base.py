@@ -27,7 +27,7 @@ import tempfile
 
 import numpy as np
 
-from came_conformance.protocol import NotApplicable, Snapshot, TargetInfo
+from came_conformance.protocol import NotApplicable, Snapshot, TargetInfo, describe_return
 from came_conformance.reference.hyperparams import Hyperparameters, LearningRate
 from came_conformance.reference.step import state_shapes
 
@@ -79,7 +79,8 @@ class Hooks:
     """Native objects for decoded constructor arguments (conformance.arguments); parameters float32."""
 
     def parameter(self, value, name):
-        return Parameter(Tensor(np.asarray(value, np.float32)), name=name)
+        value = np.asarray(value)  # another dtype as it is: the optimizer decides (CAME-ERR-26)
+        return Parameter(Tensor(value if value.dtype.kind != "f" else value.astype(np.float32)), name=name)
 
     def tensor(self, value):
         return Tensor(np.asarray(value))
@@ -144,8 +145,12 @@ class MindsporeSession:
         self.optim, self.variant, self.grad_dtype = optim, variant, grad_dtype  # grad_dtype: CAME-DTYPE-4
         self.params = list(optim._parameters)
 
-    def step(self, grads):
+    def step(self, grads) -> dict:
         enter(self.variant)
+        if not isinstance(grads, (list, tuple)):  # CAME-ERR-S4: what the Cell gets instead of a tuple of tensors
+            returned = self.optim(grads if grads is None else Tensor(np.asarray(grads)))
+            _pynative_executor.sync()
+            return describe_return(returned)
         tensors = []
         for i, g in enumerate(grads):
             g, p = np.asarray(g), self.params[i] if i < len(self.params) else None
@@ -154,8 +159,24 @@ class MindsporeSession:
                 to = MS_DTYPES[self.grad_dtype] if self.grad_dtype else p.dtype
                 g = g.astype(mstype.dtype_to_nptype(to))
             tensors.append(Tensor(g))  # step-phase error cases keep their count, shape and dtype
-        self.optim(tuple(tensors))
+        returned = self.optim(tuple(tensors))
         _pynative_executor.sync()  # PyNative launches asynchronously: raise kernel errors at this step
+        return describe_return(returned)  # CAME-RETURN-1
+
+    def load(self, state, step: int) -> None:
+        """CAME-STATE-6: every state Parameter set by spec name, in its own dtype; both counters set to ``step``:
+        ``step`` (float32, drives β2_t in MindFormers' Came) rounds it as float32 does, ``global_step`` (int32)
+        drives the learning rate."""
+        o = self.optim
+        for i, tensors in enumerate(state):
+            for name, value in tensors.items():
+                target = getattr(o, self.STATE_ATTRIBUTES[name])[i]
+                if tuple(target.shape) != np.shape(value):
+                    continue  # a placeholder (MindFormers' shared beta1 = 0 exp_avg) is no state
+                target.set_data(Tensor(np.asarray(value).astype(mstype.dtype_to_nptype(target.dtype))))
+        if hasattr(o, "step"):
+            o.step.set_data(Tensor(np.array([step], dtype=np.float32)))
+        o.global_step.set_data(Tensor(np.array([step], dtype=np.int32)))
 
     def state_tensor(self, name: str, index: int, shape: tuple) -> np.ndarray:
         """State ``name`` of parameter ``index`` as float64 (the spec's ``shape``, for subclasses' fix-ups)."""

@@ -66,6 +66,14 @@ class PytorchOptimizerAdapter(torch_base.TorchAdapter):
                       clip_threshold=hp.clip_threshold, ams_bound=False, eps1=hp.eps1, eps2=hp.eps_insta,
                       maximize=False)
 
+    def open_at(self, hp: Hyperparameters, params, state, step, dtype, variant):
+        """CAME-STATE-6: group['step'] is a per-group Python int; the state is in the parameter's dtype."""
+        session = self.open(hp, params, dtype, variant)
+        session.load(state, step, lambda p: p.dtype, {"RMS": 0.0})
+        for group in session.optim.param_groups:
+            group["step"] = int(step)
+        return session
+
     def construct_optimizer(self, kwargs, variant):
         """The paper API's arguments under this package's names; errors propagate (CAME-ERR-2 … CAME-ERR-23).
 

@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from came_conformance.protocol import Snapshot, TargetInfo
+from came_conformance.protocol import Snapshot, TargetInfo, describe_return
 from came_conformance.reference import front
 from came_conformance.reference.dtypes import round_to
 from came_conformance.reference.hyperparams import Hyperparameters
 from came_conformance.reference.optimizer import CameState
 
 ALL_OPTIONS = frozenset({"weight_decay", "scale_parameter", "relative_step", "warmup_init", "compression",
-                         "loss_scale", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore"})
+                         "loss_scale", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore",
+                         "open_at", "step_return"})
 
 
 class _Hooks:
     def parameter(self, value, name):
-        return front.Parameter(np.array(value, dtype=np.float64), name)
+        return front.Parameter(np.array(value), name)  # its dtype as given: the front validates it (CAME-ERR-26)
 
     def tensor(self, value):
         return np.asarray(value)
@@ -33,11 +34,13 @@ class Session:
 
     def __init__(self, optim: front._Front, dtype: str = "float64"):
         self.optim, self.dtype = optim, dtype
+        optim.keep_traces = False  # the runner computes its own; a 4096 × 4096 trace is 2 GB
 
-    def step(self, grads):
-        self.optim.step(grads)
+    def step(self, grads) -> dict:
+        returned = self.optim.step(grads)
         if self.dtype != "float64":  # CAME-DTYPE-2: parameters are stored in their own dtype
             self.optim._values = tuple(round_to(self.dtype, v) for v in self.optim._values)
+        return describe_return(returned)
 
     def read(self) -> Snapshot:
         state = self.optim.state
@@ -84,6 +87,13 @@ class ReferenceAdapter:
         optim.hp = hp
         optim._start([front.Parameter(np.array(p, dtype=np.float64)) for p in params])
         return Session(optim, dtype)
+
+    def open_at(self, hp: Hyperparameters, params, state, step, dtype, variant) -> Session:
+        """CAME-STATE-6: the reference's counter is a Python int, exact at any t."""
+        session = self.open(hp, params, dtype, variant)
+        session.optim.state = CameState(int(step), tuple({k: np.array(v, dtype=np.float64) for k, v in s.items()}
+                                                         for s in state))
+        return session
 
     def construct(self, kwargs, variant) -> Session:
         cls = front.MindformersCame if self.profile == "mindformers" else front.PaperCame

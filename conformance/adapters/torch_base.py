@@ -24,7 +24,7 @@ import io
 import numpy as np
 import torch
 
-from came_conformance.protocol import NotApplicable, Snapshot, TargetInfo
+from came_conformance.protocol import NotApplicable, Snapshot, TargetInfo, describe_return
 from came_conformance.reference.hyperparams import Hyperparameters
 from came_conformance.reference.step import init_state
 
@@ -34,15 +34,23 @@ TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": t
 STATE_NAMES = {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq", "exp_avg_sq_row": "exp_avg_sq_row",
                "exp_avg_sq_col": "exp_avg_sq_col", "exp_avg_res_row": "exp_avg_insta_row",
                "exp_avg_res_col": "exp_avg_insta_col"}
+SPEC_TO_TORCH = {spec: torch_name for torch_name, spec in STATE_NAMES.items()}
 #: What a paper-profile torch target can express: not CAME-OPT-1 … CAME-OPT-5 (MindFormers options).
-OPTIONS = frozenset({"weight_decay", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore"})
+OPTIONS = frozenset({"weight_decay", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore",
+                     "open_at", "step_return"})
 
 
 class Hooks:
     """Native objects for decoded constructor arguments (conformance.arguments)."""
 
     def parameter(self, value, name):
-        return torch.nn.Parameter(torch.tensor(np.asarray(value), dtype=torch.float32))
+        value = np.asarray(value)
+        if value.dtype.kind == "c":  # torch has complex Parameters: the optimizer decides (CAME-ERR-26)
+            return torch.nn.Parameter(torch.tensor(value))
+        if value.dtype.kind != "f":
+            raise NotApplicable(f"torch cannot make a {value.dtype} Parameter: only floating and complex tensors "
+                                f"can require gradients")
+        return torch.nn.Parameter(torch.tensor(value, dtype=torch.float32))
 
     def tensor(self, value):
         return torch.tensor(np.asarray(value))
@@ -106,7 +114,10 @@ class TorchSession:
     def __init__(self, optim, tensors, hp=None, owners=None):
         self.optim, self.tensors, self.hp, self.owners, self.t = optim, tensors, hp, owners, 0
 
-    def step(self, grads) -> None:
+    def step(self, grads) -> dict:
+        if not isinstance(grads, (list, tuple)):
+            raise NotApplicable("torch optimizers take no gradients argument: there is no container to get wrong "
+                                "(CAME-ERR-S4)")
         grads = list(grads)
         if len(grads) != len(self.tensors):
             raise NotApplicable("torch optimizers take no gradient list: each parameter carries its own .grad, "
@@ -123,8 +134,18 @@ class TorchSession:
                     group["lr"] = self.hp.lr_at(self.t + 1, owner)
                 except ValueError as exc:  # CAME-LR-3: an adapter-driven sequence cannot run out in torch
                     raise NotApplicable(f"learning-rate sequence exhausted ({exc}); torch has no sequence") from exc
-        self.optim.step()
+        returned = self.optim.step()  # CAME-RETURN-1: the closure's loss, None without one
         self.t += 1
+        return describe_return(returned)
+
+    def load(self, state, step: int, state_dtype, extra: dict) -> None:
+        """CAME-STATE-6: the spec's state tensors under the package's names (in ``state_dtype(p)``), ``extra``
+        entries per parameter (its counter, RMS), and the session's own step count for the learning rate."""
+        for p, tensors in zip(self.tensors, state):
+            dtype = state_dtype(p)
+            self.optim.state[p] = {**{SPEC_TO_TORCH[k]: torch.tensor(np.asarray(v, np.float64)).to(dtype)
+                                      for k, v in tensors.items()}, **extra}
+        self.t = step
 
     def target_step(self) -> int | None:
         return None

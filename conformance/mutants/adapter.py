@@ -14,23 +14,24 @@ import pickle
 import numpy as np
 
 from came_conformance.mutants import port
-from came_conformance.protocol import NotApplicable, Snapshot, TargetInfo
+from came_conformance.protocol import NotApplicable, Snapshot, TargetInfo, describe_return
 from came_conformance.reference.hyperparams import Hyperparameters, LearningRate
 
 #: The spec's state names (CAME-STATE-2, CAME-STATE-3); anything else a port keeps is private.
 SPEC_STATE = ("exp_avg", "exp_avg_sq", "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_insta_row",
               "exp_avg_insta_col")
 ALL_OPTIONS = frozenset({"weight_decay", "scale_parameter", "relative_step", "warmup_init", "compression",
-                         "loss_scale", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore"})
+                         "loss_scale", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore",
+                         "open_at", "step_return"})
 PAPER_OPTIONS = frozenset({"weight_decay", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size",
-                           "save_restore"})
+                           "save_restore", "open_at", "step_return"})
 
 
 class Hooks:
     """Native objects for decoded constructor arguments (conformance.arguments)."""
 
-    def parameter(self, value, name):  # constructor-made parameters are float32 (adapter protocol)
-        return port.Parameter(np.asarray(value, dtype=np.float64), name, "float32")
+    def parameter(self, value, name):  # constructor-made parameters are float32 (adapter protocol); another
+        return port.Parameter(np.asarray(value), name, "float32")  # kind of value as given: the optimizer decides
 
     def tensor(self, value):
         return np.asarray(value)
@@ -52,15 +53,27 @@ class Session:
         n = len(optim.parameters())
         self.order = list(order) if order is not None else list(range(n))
 
-    def step(self, grads) -> None:
-        grads = list(grads)
-        if len(grads) == len(self.order):
+    def step(self, grads) -> dict:
+        if isinstance(grads, (list, tuple)) and len(grads) == len(self.order):  # anything else goes as it is
             grads = [grads[i] for i in self.order]
         if self.hp is not None:  # paper API: the scheduler writes group['lr'] (torch style)
             for group, owner in zip(self.optim.param_groups, self.owners):
                 group["lr"] = self.hp.lr_at(self.t + 1, owner)
-        self.optim.step(grads)
+        returned = self.optim.step(grads)
         self.t += 1
+        return describe_return(returned)
+
+    def load(self, state, step: int) -> None:
+        """CAME-STATE-6: the state tensors by spec name and the counter, as if ``step`` steps had been taken."""
+        params = self.optim.parameters()
+        saved = self.optim.state_dict()
+        for k in range(len(params)):
+            saved["state"][k].update({name: np.array(v, dtype=np.float64) for name, v in state[self.order[k]].items()})
+            if "step" in saved["state"][k]:  # per-parameter counters of a port that keeps them
+                saved["state"][k]["step"] = np.array(float(step))
+        saved["global_step"] = step
+        self.optim.load_state_dict(saved)
+        self.t = step
 
     def read(self) -> Snapshot:
         params = self.optim.parameters()
@@ -72,7 +85,7 @@ class Session:
             out_params[i] = p.data.copy()
             out_state[i] = {name: np.array(v, dtype=np.float64) for name, v in self.optim.state[id(p)].items()
                             if name in SPEC_STATE}
-        return Snapshot(out_params, out_state, self.optim.global_step)
+        return Snapshot(out_params, out_state, int(self.optim.global_step))
 
     def save(self) -> bytes:
         return pickle.dumps({"optimizer": self.optim.state_dict(), "t": self.t})
@@ -154,8 +167,11 @@ class MutantAdapter:
             order.extend(g.params)
             grouped.update(g.params)
         rest = [i for i in range(len(tensors)) if i not in grouped]
-        if rest:
-            items.extend(tensors[i] for i in rest)
+        if rest:  # in a group of their own: a list mixing parameters and groups is an error (CAME-ERR-27)
+            if items:
+                items.append({"params": [tensors[i] for i in rest]})
+            else:
+                items.extend(tensors[i] for i in rest)
             owners.append(None)
             order.extend(rest)
         return items, order, owners
@@ -190,6 +206,11 @@ class MutantAdapter:
         if len(optim.param_groups) != len(owners):
             raise AssertionError("parameter groups do not line up with the canonical groups")
         return Session(optim, order, hp, owners)
+
+    def open_at(self, hp: Hyperparameters, params, state, step, dtype, variant) -> Session:
+        session = self.open(hp, params, dtype, variant)
+        session.load(state, step)
+        return session
 
     def construct(self, kwargs, variant) -> Session:
         if variant != "default":

@@ -29,7 +29,8 @@ FAMILIES = (
     "state shapes and axes", "epsilon placement", "beta2 schedule", "clipping", "first moment", "instability",
     "instability statistics", "confidence-scaled update", "1-D path", "higher-rank tensors", "weight decay",
     "learning rate", "options", "state precision", "step counter", "documented defaults", "error contract",
-    "mixed precision",
+    "mixed precision", "reductions at scale", "long horizons", "non-finite parameters", "atomic step errors",
+    "return value",
 )
 
 
@@ -210,6 +211,45 @@ MUTANTS: tuple[Mutant, ...] = (
        profile="paper", clauses=("CAME-ERR-12",)),
     _m("paper-lr-negative-accepted", "error contract", "a negative lr is accepted by the paper constructor",
        profile="paper", clauses=("CAME-ERR-19",)),
+    _m("params-list-only", "error contract", "params must be a list or tuple: a generator of parameters (the "
+       "official README's `CAME(model.parameters(), ...)`) is refused", profile="paper", clauses=("CAME-ERR-28",)),
+    # --- reductions at scale (the cases: fixtures/data/*_scale_test.json) ---
+    _m("row-mean-tile-tail", "reductions at scale", "the row mean is summed in tiles of 128 and the partial last "
+       "tile is read from the start of the row (rows longer than 128, not a multiple of it)",
+       clauses=("CAME-DEF-4", "CAME-DEF-2")),
+    _m("col-mean-tile-tail", "reductions at scale", "the column mean is summed in tiles of 32 rows and the partial "
+       "last tile is read from the first rows (columns longer than 32, not a multiple of it)",
+       profile="paper", clauses=("CAME-DEF-4", "CAME-DEF-2")),
+    _m("rms-tile-tail", "reductions at scale", "RMS (clipping, scale_parameter) summed in tiles of 1024 elements, the "
+       "partial last tile read from the start (more than 1024 elements, not a multiple of it)",
+       clauses=("CAME-DEF-4", "CAME-DEF-1", "CAME-STEP-5")),
+    # --- long horizons (fixtures/data/*_horizon_test.json, the open-at cases) ---
+    _m("relative-step-no-decay", "long horizons", "relative_step's η_t = 1e-2 at every step: the 1/sqrt(t) branch "
+       "past t = 10^4 is missing", clauses=("CAME-LR-5", "CAME-OPT-2")),
+    _m("warmup-init-no-decay", "long horizons", "warmup_init's η_t = min(1e-6·t, 1e-2): the ramp is capped at 1e-2 "
+       "instead of 1/sqrt(t), wrong past t = 10^4", clauses=("CAME-LR-5", "CAME-OPT-3")),
+    _m("beta2-capped", "long horizons", "β2_t = min(0.999, 1 − t^(−decay_rate)): capped, as some Adafactor ports do "
+       "(different from t ≈ 5624 on at decay_rate 0.8)", clauses=("CAME-BETA2-2",)),
+    _m("step-counter-float32", "long horizons", "the step counter kept in float32 (MindFormers' afactor_step): it "
+       "stops at 2^24 = 16 777 216", clauses=("CAME-STATE-6", "CAME-STATE-5")),
+    _m("step-counter-float16", "long horizons", "the step counter kept in float16: it stops at 2048",
+       profile="paper", clauses=("CAME-STATE-6", "CAME-STATE-5")),
+    # --- non-finite parameters (fixtures/data/*_nonfinite_test.json) ---
+    _m("wd-no-zero-guard", "non-finite parameters", "θ − η·λ·θ applied even when λ = 0: an infinite θ becomes "
+       "inf − 0·inf = NaN", clauses=("CAME-STEP-11", "CAME-NONFINITE-2")),
+    _m("scale-parameter-python-max", "non-finite parameters", "scale_parameter's max(ε_scale, RMS(θ)) written with "
+       "Python's max, which returns ε_scale for a NaN RMS", clauses=("CAME-STEP-10", "CAME-NONFINITE-2")),
+    # --- atomic step errors (CAME-ERR-A1) and the exhausted sequence (CAME-ERR-S5) ---
+    _m("counter-advances-on-error", "atomic step errors", "the step counter is incremented before the gradients "
+       "are checked, so a refused step still counts (MindSpore's order)", clauses=("CAME-ERR-A1", "CAME-STATE-5")),
+    _m("partial-update-before-error", "atomic step errors", "each gradient is checked just before its parameter is "
+       "updated: the parameters before a bad gradient are already stepped when it raises",
+       clauses=("CAME-ERR-A1",)),
+    _m("lr-sequence-repeats-last", "learning rate", "a learning-rate sequence shorter than the run holds its last "
+       "value instead of raising", clauses=("CAME-LR-3", "CAME-ERR-S5")),
+    # --- the step's return value ---
+    _m("step-returns-tuple", "return value", "the step returns one True per parameter (a tuple), as MindFormers "
+       "1.9.0 does, not Tensor[bool] True", clauses=("CAME-RETURN-1",)),
 )
 
 #: The correct port, in each profile: the false-alarm control.

@@ -16,6 +16,7 @@ names them.  With no switch on, this port must pass the whole suite (the correct
 """
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Iterable
@@ -71,6 +72,17 @@ SWITCHES = frozenset({
     "beta1-accepts-above-one", "eps-zero-allowed", "message-without-name", "loss-scale-float-rejected",
     "int-accepted-as-float",
     "paper-lr-negative-accepted", "clip-threshold-unchecked", "flag-int-accepted",
+    # reductions over long axes, done in tiles (CAME-DEF-4)
+    "row-mean-tile-tail", "col-mean-tile-tail", "rms-tile-tail",
+    # long horizons: the learning-rate rules past their crossovers, β2_t at large t, the counter (CAME-STATE-6)
+    "relative-step-no-decay", "warmup-init-no-decay", "beta2-capped", "step-counter-float32",
+    "step-counter-float16",
+    # non-finite parameters (CAME-NONFINITE-2)
+    "wd-no-zero-guard", "scale-parameter-python-max",
+    # step errors change nothing (CAME-ERR-A1), an exhausted sequence (CAME-ERR-S5)
+    "counter-advances-on-error", "partial-update-before-error", "lr-sequence-repeats-last",
+    # the step's return value (CAME-RETURN-1) and the params argument (CAME-ERR-28)
+    "step-returns-tuple", "params-list-only",
 })
 
 F64 = np.float64
@@ -81,10 +93,16 @@ F64 = np.float64
 # --------------------------------------------------------------------------------------------
 
 class Parameter:
-    """A named parameter: float64 storage holding values of its ``dtype`` (CAME-DTYPE-2)."""
+    """A named parameter: float64 storage holding values of its ``dtype`` (CAME-DTYPE-2).
+
+    Values that are not real floating-point are kept as given, for the optimizer to refuse
+    (CAME-ERR-26), as a framework's Parameter of an integer dtype reaches its optimizer.
+    """
 
     def __init__(self, data, name: str = "", dtype: str = "float64", grad_dtype: str | None = None):
-        self.data = np.array(data, dtype=F64)
+        array = np.asarray(data)
+        self.value_dtype = array.dtype
+        self.data = np.array(array, dtype=F64) if array.dtype.kind == "f" else array
         self.name, self.dtype = name, dtype
         self.grad_dtype = grad_dtype or dtype  # the dtype its gradients arrive in (CAME-DTYPE-4)
 
@@ -158,7 +176,14 @@ class _Checks:
     def number(self, name: str, value) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.type_error(name, "int or float", value)
-        return float(value)
+        return self.as_float(name, value)
+
+    def as_float(self, name: str, value) -> float:
+        """float(value); an int beyond float's range is a bad value, not an OverflowError (CAME-ERR-7, -14, -19)."""
+        try:
+            return float(value)
+        except OverflowError:
+            self.value_error(name, "a finite number", value)
 
     def unit(self, name: str, value: float) -> float:
         low, high = 0.0, 1.0
@@ -204,31 +229,36 @@ class _Checks:
                 self.value_error("eps", "finite floats greater than 0", value)
         return tuple(out)
 
+    #: CAME-ERR-25: the longest sequence an iterable may give (an endless one is refused, not read forever)
+    MAX_SEQUENCE = 2 ** 20
+
     def learning_rate(self, name: str, value):
-        """A number, a 0-D/1-D array, an iterable of numbers, or a schedule (CAME-LR-1)."""
+        """A number, a 0-D/1-D array, an iterable of numbers, or a schedule (CAME-LR-1, CAME-ERR-24, CAME-ERR-25)."""
         expected = "int, float, Tensor, Iterable or LearningRateSchedule"
         if isinstance(value, LearningRateSchedule):
             values, lr = value.hyper_values(), value
-        elif isinstance(value, bool) or value is None or isinstance(value, (str, bytes, dict)):
+        elif isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, (str, bytes, dict, set,
+                                                                                        frozenset)):
             self.type_error(name, expected, value)
         elif isinstance(value, (int, float)):
-            lr = float(value)
+            lr = self.as_float(name, value)
             values = (lr,)
-        elif isinstance(value, np.ndarray) and value.ndim == 0:
-            lr = float(value)
-            values = (lr,)
-        elif isinstance(value, np.ndarray) and value.ndim == 1:
-            lr = [float(v) for v in value]
-            values = tuple(lr)
-        elif isinstance(value, Iterable) and not isinstance(value, np.ndarray):
-            items = list(value)
-            if not items or any(isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) for v in items):
+        elif isinstance(value, np.ndarray):
+            if value.dtype.kind not in "iuf":
+                self.type_error(name, "a Tensor of numbers", value)
+            if value.ndim > 1 or value.size == 0:
+                self.value_error(name, "a Tensor of rank 0 or 1 with at least one value", value)
+            lr = float(value) if value.ndim == 0 else [float(v) for v in value]
+            values = (lr,) if value.ndim == 0 else tuple(lr)
+        elif isinstance(value, Iterable):
+            items = list(itertools.islice(value, self.MAX_SEQUENCE + 1))
+            if not 0 < len(items) <= self.MAX_SEQUENCE:
+                self.value_error(name, f"an Iterable of 1 to {self.MAX_SEQUENCE} values", type(value).__name__)
+            if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.floating)) for v in items):
                 self.type_error(name, expected, value)
-            lr = [float(v) for v in items]
+            lr = [self.as_float(name, v) for v in items]
             values = tuple(lr)
         else:
-            self.type_error(name, expected, value)
-        if isinstance(lr, list) and not lr:
             self.type_error(name, expected, value)
         for v in values:
             self.nonnegative(name, v)
@@ -286,9 +316,21 @@ class _CameBase:
         self.global_step = 0
 
     # ---- parameters and groups (CAME-GROUP-1, CAME-GROUP-2, CAME-ERR-2, CAME-ERR-17) ----
+    def _members(self, value, where: str) -> list:
+        """An iterable of parameters or group dicts, read once, in order (CAME-ERR-28)."""
+        single = (Parameter, str, bytes, dict, np.ndarray)
+        if isinstance(value, single) or not isinstance(value, Iterable) or (
+                "params-list-only" in self.bugs and not isinstance(value, (list, tuple))):
+            self.checks.type_error("params", f"{where}an iterable of Parameter or of group dicts", value)
+        return list(value)
+
     def _groups(self, params) -> list[dict]:
-        if not isinstance(params, (list, tuple)):
-            self.checks.type_error("params", "list of Parameter or of group dicts", params)
+        params = self._members(params, "")
+        for item in params:  # CAME-ERR-2 first, then CAME-ERR-27 (a mix)
+            if not isinstance(item, (Parameter, dict)):
+                self.checks.type_error("params", "Parameter or group dict", item)
+        if any(isinstance(i, Parameter) for i in params) and any(isinstance(i, dict) for i in params):
+            self.checks.type_error("params", "only Parameters or only group dicts, not both", params)
         groups: list[dict] = []
         for item in params:
             if isinstance(item, Parameter):
@@ -299,11 +341,13 @@ class _CameBase:
                 if "order_params" in item and self.profile == "mindformers":
                     continue  # CAME-GROUP-2: only orders the parameters
                 members = item.get("params")
-                if not isinstance(members, (list, tuple)) or not all(isinstance(p, Parameter) for p in members):
+                members = self._members(members, "a group's 'params': ") if isinstance(members, Iterable) \
+                    and not isinstance(members, (Parameter, str, bytes, dict, np.ndarray)) else members
+                if not isinstance(members, list) or not all(isinstance(p, Parameter) for p in members):
                     self.checks.type_error("params", "list of Parameter inside a group", members)
                 if not members:
                     self.checks.value_error("params", "a group with at least one parameter", item)
-                group = {"params": list(members)}
+                group = {"params": list(members), "own_lr": "lr" in item}  # errors name a group's rate 'lr'
                 if "lr" in item:
                     group["lr"] = self._group_lr(item["lr"])
                 if "weight_decay" in item:
@@ -313,6 +357,9 @@ class _CameBase:
                 self.checks.type_error("params", "Parameter or group dict", item)
         if not any(g["params"] for g in groups):
             self.checks.value_error("params", "a non-empty list of parameters", params)
+        for p in (p for g in groups for p in g["params"]):  # CAME-ERR-26
+            if p.value_dtype.kind != "f" or p.value_dtype.itemsize > 8:
+                self.checks.type_error("params", "Parameters of a real floating dtype", p.value_dtype)
         for g in groups:
             g.pop("_implicit", None)
             for key, value in self.defaults.items():
@@ -353,9 +400,25 @@ class _CameBase:
         return state
 
     # ---- reductions ----
+    @staticmethod
+    def _tiled_sum(x, axis: int, width: int):
+        """A sum in tiles of ``width`` whose partial last tile is read from the start of the axis.
+
+        The bug of a blocked kernel that reuses the tile's base offset for its remainder loop:
+        exact when the length is at most one tile or a multiple of it (CAME-DEF-4).
+        """
+        n = x.shape[axis]
+        if n <= width or n % width == 0:
+            return x.sum(axis=axis)
+        full = n - n % width
+        return np.take(x, np.arange(full), axis=axis).sum(axis=axis) + \
+            np.take(x, np.arange(n % width), axis=axis).sum(axis=axis)
+
     def _row_mean(self, x):
         if "row-col-axes-swapped" in self.bugs:
             return self.rounding.c(x.mean(axis=-2))
+        if "row-mean-tile-tail" in self.bugs:
+            return self.rounding.c(self._tiled_sum(x, -1, 128) / x.shape[-1])
         return self.rounding.c(x.mean(axis=-1))
 
     def _col_mean(self, x):
@@ -363,6 +426,8 @@ class _CameBase:
             return self.rounding.c(x.mean(axis=-1))
         if "batch-axes-merged" in self.bugs and x.ndim > 2:
             return self.rounding.c(x.reshape(-1, x.shape[-1]).mean(axis=0))
+        if "col-mean-tile-tail" in self.bugs:
+            return self.rounding.c(self._tiled_sum(x, -2, 32) / x.shape[-2])
         return self.rounding.c(x.mean(axis=-2))
 
     def _expand(self, row, col, shape):
@@ -391,6 +456,9 @@ class _CameBase:
 
     def _rms(self, x) -> float:
         """CAME-DEF-1, as torch ports write it: ‖x‖₂ / sqrt(numel) (a float64 sum, then one rounding)."""
+        if "rms-tile-tail" in self.bugs:
+            flat = np.ravel(x)
+            return float(self.rounding.c(np.sqrt(self._tiled_sum(flat * flat, 0, 1024) / flat.size)))
         return float(self.rounding.c(np.linalg.norm(x.ravel()) / math.sqrt(x.size)))
 
     # ---- per-step hyperparameters ----
@@ -400,50 +468,85 @@ class _CameBase:
     def _lr(self, group: dict, t: int) -> float:
         raise NotImplementedError
 
-    def _step_number(self) -> int:
-        if "step-counter-frozen" in self.bugs:
-            # ``global_step = self.global_step + 1`` on a copy: the counter itself is never written back.
-            return self.global_step + 1
-        self.global_step += 1
+    def _next_counter(self):
+        """The counter after this step, as this port stores it; not yet written (CAME-STATE-5, CAME-STATE-6)."""
+        if "step-counter-float32" in self.bugs:  # exact only up to 2^24: then t + 1 rounds back to t
+            return np.float32(self.global_step) + np.float32(1)
+        if "step-counter-float16" in self.bugs:  # exact only up to 2048
+            return np.float16(self.global_step) + np.float16(1)
+        return int(self.global_step) + 1
+
+    def _math_step(self, counter) -> int:
+        """The t the equations use."""
         if "step-from-first-param" in self.bugs:
             first = self.parameters()[0]
-            st = self.state[id(first)]
-            return int(st["step"]) + (first.data.size > 0)
-        return self.global_step
+            return int(self.state[id(first)]["step"]) + (first.data.size > 0)
+        return int(counter)
 
-    def _check_gradients(self, grads) -> list[np.ndarray]:
-        """CAME-ERR-S1 … CAME-ERR-S3."""
+    def _as_counter(self, value):
+        """A counter value as this port stores it (an int, or a float32/float16 that rounds)."""
+        if "step-counter-float32" in self.bugs:
+            return np.float32(value)
+        if "step-counter-float16" in self.bugs:
+            with np.errstate(over="ignore"):  # beyond 65504 it is inf, as float16 is
+                return np.float16(value)
+        return int(value)
+
+    def _store_counter(self, counter) -> None:
+        if "step-counter-frozen" not in self.bugs:  # frozen: incremented on a copy, never written back
+            self.global_step = counter
+
+    def _check_gradients(self, grads, lazy: bool = False) -> list:
+        """CAME-ERR-S1 … CAME-ERR-S4; ``lazy`` leaves each gradient to ``_check_gradient`` in the update loop."""
         params = self.parameters()
+        if not isinstance(grads, (list, tuple)):
+            raise TypeError(f"For '{self.name}', the gradients must be a tuple of tensors, got "
+                            f"{type(grads).__name__}.")
         grads = list(grads)
         if len(grads) != len(params):
             raise ValueError(f"For '{self.name}', the number of gradients ({len(grads)}) must equal the number "
                              f"of parameters ({len(params)}).")
-        out = []
-        for i, (g, p) in enumerate(zip(grads, params)):
-            g = np.asarray(g)
-            if g.dtype.kind != "f":
-                raise TypeError(f"For '{self.name}', gradients[{i}] must be a floating-point tensor, got {g.dtype}.")
-            if g.shape != p.shape and "gradient-shape-unchecked" in self.bugs and g.size == p.data.size:
-                g = g.reshape(p.shape)  # "same number of elements": silently reshaped
-            if g.shape != p.shape:
-                raise ValueError(f"For '{self.name}', gradients[{i}] has shape {g.shape}, but its parameter "
-                                 f"{p.name!r} has shape {p.shape}.")
-            out.append(g.astype(F64))
-        return out
+        return grads if lazy else [self._check_gradient(i, g, p) for i, (g, p) in enumerate(zip(grads, params))]
 
-    def step(self, gradients) -> None:
-        grads = self._check_gradients(gradients)
-        t = self._step_number()
+    def _check_gradient(self, i: int, g, p: Parameter) -> np.ndarray:
+        g = np.asarray(g)
+        if g.dtype.kind != "f" or g.dtype.itemsize > 8:
+            raise TypeError(f"For '{self.name}', gradients[{i}] must be a floating-point tensor, got {g.dtype}.")
+        if g.shape != p.shape and "gradient-shape-unchecked" in self.bugs and g.size == p.data.size:
+            g = g.reshape(p.shape)  # "same number of elements": silently reshaped
+        if g.shape != p.shape:
+            raise ValueError(f"For '{self.name}', gradients[{i}] has shape {g.shape}, but its parameter "
+                             f"{p.name!r} has shape {p.shape}.")
+        return g.astype(F64)
+
+    def step(self, gradients):
+        """One step of every parameter; nothing changes before it is known to succeed (CAME-ERR-A1)."""
+        bugs = self.bugs
+        early = "counter-advances-on-error" in bugs
+        if early:  # MindSpore's order: the counters advance before anything is checked
+            self._store_counter(self._next_counter())
+        lazy = "partial-update-before-error" in bugs  # each gradient checked just before its update
+        grads = self._check_gradients(gradients, lazy)
+        counter = self.global_step if early else self._next_counter()
+        t = self._math_step(counter)
         beta2 = self._beta2(t)
         index = 0
         # CAME-NONFINITE-1: IEEE propagation, no checks, no warnings (means of empty axes included)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             rates = [self._lr(group, t) for group in self.param_groups]  # an exhausted sequence raises first
+            if not early:
+                self._store_counter(counter)
             for group, lr in zip(self.param_groups, rates):
                 for p in group["params"]:
-                    self._update(p, grads[index], self.state[id(p)], group, lr, beta2)
+                    grad = self._check_gradient(index, grads[index], p) if lazy else grads[index]
+                    self._update(p, grad, self.state[id(p)], group, lr, beta2)
                     index += 1
+        return self._returned()
+
+    def _returned(self):
+        """CAME-RETURN-1: what the step call returns in this API."""
+        return None
 
     __call__ = step
 
@@ -580,9 +683,12 @@ class _CameBase:
             if "scale-parameter-after-decay" in bugs and weight_decay != 0.0:
                 source = rd(theta - rd(rd(lr * weight_decay) * theta))  # θ decayed (with η_t) before its RMS
             floor = self.eps1 if "scale-parameter-eps1" in bugs else self.eps_scale
-            lr = rd(lr * max(sc(floor), self._rms(source)))
+            if "scale-parameter-python-max" in bugs:  # max(a, NaN) is a: a NaN RMS is dropped
+                lr = rd(lr * max(sc(floor), self._rms(source)))
+            else:
+                lr = rd(lr * float(np.maximum(sc(floor), self._rms(source))))  # NaN propagates (§1.2)
             lr_decay = lr_decay if "wd-unscaled-lr" in bugs else lr
-        decoupled = weight_decay != 0.0 and "wd-coupled" not in bugs
+        decoupled = (weight_decay != 0.0 or "wd-no-zero-guard" in bugs) and "wd-coupled" not in bugs
         decay = weight_decay if "wd-not-times-lr" in bugs else rd(lr_decay * weight_decay)
         if decoupled and "wd-after-update" not in bugs:
             theta = rd(theta - rd(decay * theta))  # CAME-STEP-11
@@ -606,7 +712,7 @@ class _CameBase:
         return out
 
     def load_state_dict(self, data: dict) -> None:
-        self.global_step = int(data.get("global_step", 0))
+        self.global_step = self._as_counter(data.get("global_step", 0))
         for p, state, value in zip(self.parameters(), data["state"], data["params"]):
             self.state[id(p)] = {k: np.array(v, dtype=F64) for k, v in state.items()}
             p.data = np.array(value, dtype=F64)
@@ -675,6 +781,12 @@ class Came(_CameBase):
             c.value_error("warmup_init", "False unless relative_step is True", warmup_init)
         self._setup(params, {"lr": lr, "weight_decay": wd, "beta1": b1, "beta3": b3}, bugs)
 
+    def _returned(self):
+        """CAME-RETURN-1: Tensor[bool], True (S3); MindFormers 1.9.0 returns one bool per parameter."""
+        if "step-returns-tuple" in self.bugs:
+            return tuple(True for _ in self.parameters())
+        return np.array(True)
+
     def _group_lr(self, value):
         if self.relative_step:  # CAME-ERR-15: no learning rate at all under relative_step
             self.checks.value_error("lr", "absent from groups when relative_step is True", value)
@@ -687,6 +799,8 @@ class Came(_CameBase):
         """CAME-BETA2-2: β2_t = 1 − t^(−decay_rate), t 1-based."""
         if "constant-beta2-mindformers" in self.bugs:
             return 0.999
+        if "beta2-capped" in self.bugs:  # "β2 never above 0.999", as some Adafactor ports cap it
+            return min(0.999, float(1.0 - F64(t) ** -self.decay_rate))
         t = F64(t)
         with np.errstate(all="ignore"):
             if "beta2-t-from-zero" in self.bugs:
@@ -702,16 +816,23 @@ class Came(_CameBase):
         if self.relative_step:  # Adafactor's relative step (CAME-OPT-2, CAME-OPT-3)
             if self.warmup_init:
                 min_step = (1e-5 if "warmup-init-1e-5" in self.bugs else 1e-6) * t
+                if "warmup-init-no-decay" in self.bugs:  # the ramp capped at 1e-2 instead of 1/sqrt(t)
+                    return min(min_step, 1e-2)
             else:
                 min_step = math.inf if "relative-step-no-cap" in self.bugs else 1e-2
+                if "relative-step-no-decay" in self.bugs:  # the constant part only
+                    return 1e-2
             return min(min_step, 1.0 / math.sqrt(t)) if t > 0 else math.inf
         lr = self.defaults["lr"] if "group-lr-ignored" in self.bugs else group["lr"]
         if isinstance(lr, LearningRateSchedule):
             return lr(t if "schedule-called-with-t" in self.bugs else t - 1)
         if isinstance(lr, list):
             k = t if "lr-sequence-index-t" in self.bugs else t - 1
+            if k >= len(lr) and "lr-sequence-repeats-last" in self.bugs:
+                k = len(lr) - 1  # "hold the last value"
             if not 0 <= k < len(lr):
-                raise ValueError(f"For 'Came', the learning_rate sequence has {len(lr)} values, but step {t} "
+                name = "lr" if group.get("own_lr") else "learning_rate"
+                raise ValueError(f"For 'Came', the {name} sequence has {len(lr)} values, but step {t} "
                                  f"needs value {k}.")
             return lr[k]
         return lr
