@@ -89,6 +89,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--variant", action="append", help="run only this execution variant (repeatable)")
     run.add_argument("--case-file", help="replay one saved case (reports/<target>/cases/<id>.json)")
     run.add_argument("--sources", help="comma-separated subset of " + ",".join(runner.Settings.sources))
+    run.add_argument("--slow-tiers", choices=runner.SLOW_TIER_POLICIES, default=runner.Settings.slow_tiers,
+                     help="the scale and horizon tiers on the first execution variant (default) or on every one")
     run.add_argument("--signatures", type=_count(1), default=runner.Settings.signatures,
                      help="distinct failure signatures a Hypothesis property reports before it stops drawing")
     run.add_argument("--deviations", metavar="FILE",
@@ -172,7 +174,7 @@ def settings(args) -> tuple[runner.Settings, Path]:
     cfg = runner.Settings(seed=args.seed, examples=args.examples, error_examples=args.error_examples,
                           sharding_examples=args.sharding_examples, timeout=args.timeout,
                           shrink_calls=args.shrink_calls, case_file=args.case_file,
-                          variants=variants, sources=sources, signatures=args.signatures,
+                          variants=variants, sources=sources, signatures=args.signatures, slow_tiers=args.slow_tiers,
                           deviations=str(spec.deviations) if spec.deviations_named else None)
     return cfg, out
 

@@ -100,7 +100,9 @@ class CameRun:
         self.ran.add(f"{unit.variant}/{unit.name}")
         before = len(self.sink.records)
         if not self.plan.run_unit(unit, self.sink):
-            pytest.skip(f"blocked: tier 0 of variant {unit.variant} failed, its numeric cases are not run")
+            pytest.skip(f"slow tier: it runs on variant {self.plan.slow_variant} (--slow-tiers first)" if unit.slow
+                        and not self.plan.blocked.get(unit.variant) else
+                        f"blocked: tier 0 of variant {unit.variant} failed, its numeric cases are not run")
         records = self.sink.records[before:]
         failing = [r for r in records if r["outcome"] in ("fail", "error")]
         unexplained = [r for r in failing if deviations.explain(self.sink.deviations, r) is None]

@@ -53,12 +53,19 @@ class Settings:
     in_process: bool = False  # mutation runs of the suite's own port: no worker process (conformance.inprocess)
     scale_examples: int = 3  # Hypothesis scale cases per variant (CAME-DEF-4), each up to 2^17 elements
     horizon_examples: int = 4  # Hypothesis sessions opened at a large step counter per variant (CAME-STATE-6)
+    slow_tiers: str = "first"  # SLOW_TIER_POLICIES: the variants the scale and horizon tiers run on
 
     def is_full_run(self) -> bool:
         return self.case_file is None and self.variants is None and set(self.sources) == set(Settings.sources)
 
     def to_json(self) -> dict:
         return {**self.__dict__, "full_run": self.is_full_run()}
+
+
+#: "first": the scale and horizon tiers run on the first variant the run covers (what they probe,
+#: reductions over long axes and counters over long runs, is the same code in every execution mode
+#: of a port, and they cost minutes per variant); "all": on every variant.
+SLOW_TIER_POLICIES = ("first", "all")
 
 
 class StopRun(Exception):
@@ -270,7 +277,7 @@ def _resume(target, case, variant) -> dict:
     sessions: list[int] = []
 
     def open_session() -> int:
-        sessions.append(call("open", case.hp.to_json(), case.params, case.dtype, variant))
+        sessions.append(call("open", case.hp.to_json(), list(case.params), case.dtype, variant))
         return sessions[-1]
 
     try:
@@ -369,7 +376,8 @@ class Unit:
     """One step of a run: ``run(sink)`` adds its records.  The pytest plugin makes each a test item.
 
     ``numeric`` units (fixture trajectories, Hypothesis trajectories, resume checks) do not run
-    when their variant's tier 0 failed; ``announce`` is the progress line printed before it.
+    when their variant's tier 0 failed; ``slow`` ones (the scale and horizon tiers) run on one
+    variant unless ``Settings.slow_tiers`` is "all"; ``announce`` is the progress line printed before it.
     """
 
     variant: str
@@ -377,6 +385,7 @@ class Unit:
     run: object  # (sink) -> None
     numeric: bool = False
     announce: str = ""
+    slow: bool = False
 
 
 class Plan:
@@ -392,6 +401,7 @@ class Plan:
     def __init__(self, target, variants, fixtures: dict, cfg: Settings):
         self.target, self.variants, self.cfg = target, tuple(variants), cfg
         self.blocked: dict[str, bool] = {}
+        self.slow_variant: str | None = None  # the variant the slow tiers ran on (slow_tiers "first")
         self.units: list[Unit] = []
         for variant in self.variants:
             self.units += self._variant_units(variant, for_dtypes(fixtures, target.info.dtypes_for(variant)))
@@ -407,10 +417,19 @@ class Plan:
                            f"dtypes {list(self.target.info.dtypes_for(variant))}")
         return out
 
-    def run_unit(self, unit: Unit, sink: Sink) -> bool:
-        """Run one unit; False (nothing run) when its variant is blocked."""
+    def skips(self, unit: Unit) -> bool:
+        """Does ``unit`` not run: its variant is blocked, or it is a slow-tier unit and (``slow_tiers`` "first")
+        another variant, the first one not blocked, runs the slow tiers?"""
         if unit.numeric and self.blocked.get(unit.variant):
+            return True
+        return unit.slow and self.cfg.slow_tiers == "first" and self.slow_variant not in (None, unit.variant)
+
+    def run_unit(self, unit: Unit, sink: Sink) -> bool:
+        """Run one unit; False (nothing run) when it ``skips``."""
+        if self.skips(unit):
             return False
+        if unit.slow:
+            self.slow_variant = unit.variant
         unit.run(sink)
         return True
 
@@ -483,12 +502,13 @@ class Plan:
         for tier in ("scale", "horizon"):  # the slow tiers, last (conformance.tiers)
             if tier in cfg.sources:
                 recipes = fixtures.get(tier, [])
-                units += [Unit(variant, f"{tier}:{c.id}", one(c), numeric=True,
+                units += [Unit(variant, f"{tier}:{c.id}", one(c), numeric=True, slow=True,
                                announce="" if k else f"{tier}: {len(recipes)} recipe vectors")
                           for k, c in enumerate(recipes)]
                 strategy, examples = tiers.hypothesis(tier, info.profile, dtypes, options, cfg)
                 units.append(Unit(variant, f"hypothesis-{tier}", lambda sink, s=strategy, n=examples: _property(
-                    s, _same, target, variant, sink, cfg, n), numeric=True, announce=f"{tier}: {examples} Hypothesis cases"))
+                    s, _same, target, variant, sink, cfg, n), numeric=True, slow=True,
+                    announce=f"{tier}: {examples} Hypothesis cases"))
         return units
 
 
@@ -576,7 +596,7 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
             display = Progress(spec.name, len(plan.units), progress)
             try:
                 for done, unit in enumerate(plan.units):
-                    if unit.announce and not (unit.numeric and plan.blocked.get(unit.variant)):
+                    if unit.announce and not plan.skips(unit):
                         display.message(f"[{spec.name}/{unit.variant}] {unit.announce}")
                     display.update(done, unit.variant, len(sink.records))
                     plan.run_unit(unit, sink)
