@@ -78,6 +78,7 @@ class Sink:
     def __init__(self, directory: rundir.RunDirectory, deviations: list[dict], stop_on_failure: bool = False):
         self.directory, self.path = directory, directory.path / rundir.RECORDS
         self.deviations, self.records, self.stop_on_failure = deviations, [], stop_on_failure
+        self.exploration: dict = {}  # (variant, family) -> what its Hypothesis properties reported (_property)
 
     def explained(self, record: dict) -> bool:
         return deviations_mod.explain(self.deviations, record) is not None
@@ -131,11 +132,13 @@ VALID_KWARGS = {
 }
 
 
-def _property(strategy, make_case, target, variant, sink, cfg, max_examples, run_one=_run):
+def _property(strategy, make_case, target, variant, sink, cfg, max_examples, run_one=_run, family=None):
     """Run one Hypothesis property past its first failure: each failure signature once, shrunk.
 
     ``run_one(target, case, variant)`` makes a case's record: ``_run``, or a check of its own kind
-    (``CHECKS``).
+    (``CHECKS``).  Properties of one ``family`` in a variant (the trajectory properties: ordinary,
+    non-finite, sharded, scale, horizon) share what they reported and the ``cfg.signatures`` limit,
+    so a bug two of them reach is shrunk and reported once; ``family`` None: a property of its own.
 
     A signature (``deviations.signature_key``) is where a failure point is: clause, tensor, factored or
     not, dtype, variant, divergence, layout.  The property is explored in rounds with the same seed.  A round
@@ -150,14 +153,17 @@ def _property(strategy, make_case, target, variant, sink, cfg, max_examples, run
     signatures were all reported already (``hypothesis.shrunk`` false); cases tried while shrinking
     are not.
     """
-    seen: set = set()
+    shared = sink.exploration.setdefault((variant, family), {"seen": set(), "shrunk": 0}) if family else \
+        {"seen": set(), "shrunk": 0}
+    seen = shared["seen"]
     ran: dict[str, dict] = {}  # case id -> record: what the target already answered
     recorded: set[str] = set()
-    for _ in range(max(cfg.signatures, 1)):
+    while shared["shrunk"] < max(cfg.signatures, 1):
         best, budget_spent = _explore_round(strategy, make_case, target, variant, sink, cfg, max_examples, seen, ran,
                                             recorded, run_one)
         if best is None:
             return
+        shared["shrunk"] += 1
         seen.update(_new_signatures(sink, best, set()))
         best["hypothesis"] = {"seed": cfg.seed, "shrunk": True, "shrink_budget_spent": budget_spent}
         recorded.add(best["id"])
@@ -239,7 +245,7 @@ def _trajectory_property(target, variant, sink, cfg):
     info = target.info
     strategy = strategies.trajectory_cases(info.profile, info.dtypes_for(variant), info.options_for(variant),
                                            grad_dtypes=getattr(info, "grad_dtypes", None))
-    _property(strategy, lambda case: case, target, variant, sink, cfg, cfg.examples)
+    _property(strategy, lambda case: case, target, variant, sink, cfg, cfg.examples, family="trajectory")
 
 
 def _sharding_property(target, variant, sink, cfg):
@@ -248,7 +254,7 @@ def _sharding_property(target, variant, sink, cfg):
 
     info = target.info
     strategy = sharded_cases(info.profile, info.dtypes, info.options, variant)
-    _property(strategy, lambda case: case, target, variant, sink, cfg, cfg.sharding_examples)
+    _property(strategy, lambda case: case, target, variant, sink, cfg, cfg.sharding_examples, family="trajectory")
 
 
 def _one_per_dtype(cases: list) -> list:
@@ -475,7 +481,7 @@ class Plan:
             nonfinite = strategies.nonfinite_param_cases(info.profile, dtypes, options)  # CAME-NONFINITE-2
             units.append(Unit(variant, "hypothesis-nonfinite",
                               lambda sink: _property(nonfinite, _same, target, variant, sink, cfg,
-                                                     max(1, cfg.examples // 5)), numeric=True))
+                                                     max(1, cfg.examples // 5), family="trajectory"), numeric=True))
         if "hypothesis-errors" in cfg.sources:
             drawn = [(c, a) for c in contract.clauses_for(info.api) if c.phase in phases for a in c.arguments
                      if strategies.invalid_argument(c.id, a) is not None]
@@ -507,7 +513,7 @@ class Plan:
                           for k, c in enumerate(recipes)]
                 strategy, examples = tiers.hypothesis(tier, info.profile, dtypes, options, cfg)
                 units.append(Unit(variant, f"hypothesis-{tier}", lambda sink, s=strategy, n=examples: _property(
-                    s, _same, target, variant, sink, cfg, n), numeric=True, slow=True,
+                    s, _same, target, variant, sink, cfg, n, family="trajectory"), numeric=True, slow=True,
                     announce=f"{tier}: {examples} Hypothesis cases"))
         return units
 

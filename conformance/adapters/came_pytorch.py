@@ -33,7 +33,9 @@ class CamePytorchAdapter(torch_base.TorchAdapter):
             name="came-pytorch", profile="paper", api="paper",
             versions={"torch": torch.__version__, "came-pytorch": importlib.metadata.version("came-pytorch")},
             dtypes=("float64", "float32", "float16", "bfloat16"), variants=("default",),
-            options=torch_base.OPTIONS, state_dtype={"float16": "float32", "bfloat16": "float32"})
+            options=torch_base.OPTIONS,
+            precision=torch_base.precision(("float64", "float32", "float16", "bfloat16"),
+                                           {"float16": "float32", "bfloat16": "float32"}))
 
     def build(self, groups, hp: Hyperparameters, variant: str):
         """``CAME`` from canonical hyperparameters (CAME-HP-1, CAME-GROUP-1)."""

@@ -33,7 +33,8 @@ class ColossalAIAdapter:
     def describe(self) -> TargetInfo:
         return TargetInfo(name="colossalai", profile="paper", api="paper", versions=versions(),
                           dtypes=("float64", "float32", "float16", "bfloat16"), variants=("default",),
-                          options=common.OPTIONS)
+                          options=common.OPTIONS,
+                          precision=common.precision(("float64", "float32", "float16", "bfloat16")))
 
     def native(self):
         return common.Hooks()

@@ -74,11 +74,16 @@ class MindsporeAdapter(base.MindsporeAdapter):
         # float16 parameters: state kept in float16; G², the EMAs' sums and θ's update in float32, but
         # F(r, c), F(R, C) and the direction in float16 (ops on float16 state and a float32 0-D tensor
         # stay float16): compute float16 (investigation.md "Dtypes"); hyperparameters are float32 Tensors.
+        # Reductions: summation "pairwise" is a cover of what the CPU ReduceSum/ReduceMean do, not their
+        # algorithm: no term is ever lost to a large partial sum and 2^22-term sums are within 1 ulp
+        # (investigation.md "Reductions at scale"); without it a 2^24-term mean has no float32 bound.
         return TargetInfo(name="mindspore", profile="mindformers", api="mindformers",
                           versions={"mindspore": ms.__version__, "mindformers": mindformers.__version__,
                                     "numpy": np.__version__},
                           dtypes=tuple(MS_DTYPES), variants=VARIANTS, options=OPTIONS,
-                          precision={"float16": {"compute": "float16"}}, grad_dtypes=GRAD_DTYPES)
+                          precision={"float32": {"summation": "pairwise"},
+                                     "float16": {"compute": "float16", "summation": "pairwise"}},
+                          grad_dtypes=GRAD_DTYPES)
 
     def open(self, hp: Hyperparameters, params, dtype, variant, grad_dtype=None) -> Session:
         """Build ``Came`` from canonical hyperparameters (CAME-HP-3); eps = (ε1, ε_scale, ε_insta)."""

@@ -57,7 +57,8 @@ class PytorchOptimizerAdapter(torch_base.TorchAdapter):
         return TargetInfo(
             name="pytorch-optimizer", profile="paper", api="paper",
             versions={"torch": torch.__version__, "pytorch-optimizer": importlib.metadata.version("pytorch-optimizer")},
-            dtypes=("float64", "float32", "float16", "bfloat16"), variants=tuple(VARIANTS), options=torch_base.OPTIONS)
+            dtypes=("float64", "float32", "float16", "bfloat16"), variants=tuple(VARIANTS), options=torch_base.OPTIONS,
+            precision=torch_base.precision(("float64", "float32", "float16", "bfloat16")))
 
     def build(self, groups, hp: Hyperparameters, variant: str):
         """``CAME`` from canonical hyperparameters (CAME-HP-1, CAME-GROUP-1, CAME-STEP-11)."""

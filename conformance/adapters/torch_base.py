@@ -35,6 +35,20 @@ STATE_NAMES = {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq", "exp_avg_sq_row
                "exp_avg_sq_col": "exp_avg_sq_col", "exp_avg_res_row": "exp_avg_insta_row",
                "exp_avg_res_col": "exp_avg_insta_col"}
 SPEC_TO_TORCH = {spec: torch_name for torch_name, spec in STATE_NAMES.items()}
+#: CAME-DEF-1's RMS is ``x.norm(2) / sqrt(numel)`` in these ports, and torch's CPU norm of a float32
+#: tensor adds each of 8 vector lanes in turn: of 1 followed by 2^24 − 1 terms of 2^-24 it loses the
+#: eighth that shares the 1's lane (1.875 for 2.0), and 2^24-term norms are off by up to 1e-3 relative
+#: (targets/came-pytorch/investigation.md "Reductions at scale").  "lanes:8" is that order; it also
+#: covers the cascade sums of ``mean``.  Without it a 2^24-term RMS has no float32 bound.
+SUMMATION = "lanes:8"
+
+
+def precision(dtypes, state_dtype: dict | None = None) -> dict:
+    """TargetInfo.precision of a torch port: its reductions' order (``SUMMATION``), its state's dtype."""
+    return {d: {"summation": SUMMATION, **({"state": state_dtype[d]} if state_dtype and d in state_dtype else {})}
+            for d in dtypes}
+
+
 #: What a paper-profile torch target can express: not CAME-OPT-1 … CAME-OPT-5 (MindFormers options).
 OPTIONS = frozenset({"weight_decay", "groups", "lr_sequence", "lr_schedule", "rank0", "zero_size", "save_restore",
                      "open_at", "step_return"})

@@ -42,6 +42,10 @@ class _ForgetfulSession:
     def __init__(self, inner):
         self.inner, self.restored = inner, False
 
+    @property
+    def optim(self):  # ReferenceAdapter.open_at sets the mid-run state through it
+        return self.inner.optim
+
     def step(self, grads):
         self.inner.step(grads)
 
@@ -76,6 +80,10 @@ def forgetful_resume():
 class _SmallMomentumSession:
     def __init__(self, inner):
         self.inner = inner
+
+    @property
+    def optim(self):  # ReferenceAdapter.open_at sets the mid-run state through it
+        return self.inner.optim
 
     def step(self, grads):
         self.inner.step(grads)

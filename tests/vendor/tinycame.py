@@ -25,6 +25,12 @@ def _finite(name, value, low, strict):
     return value
 
 
+def _real(p):
+    if isinstance(p, np.ma.MaskedArray) or p.dtype.kind != "f" or p.dtype.itemsize > 8:
+        raise TypeError(f"params: every parameter must hold real floating-point values, got {p.dtype}")
+    return p
+
+
 def _lr(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"lr must be an int or a float, got {value!r}")
@@ -38,19 +44,25 @@ def _weight_decay(value):
 class CAME:
     def __init__(self, params, lr=None, eps=(1e-30, 1e-16), clip_threshold=1.0, betas=(0.9, 0.999, 0.9999),
                  weight_decay=0.0):
-        if not isinstance(params, (list, tuple)):
-            raise TypeError(f"params must be a list of arrays or of group dicts, got {params!r}")
+        if isinstance(params, (str, bytes, dict, np.ndarray)) or not hasattr(params, "__iter__"):
+            raise TypeError(f"params must be an iterable of arrays or of group dicts, got {type(params).__name__}")
+        params = list(params)  # a generator too (CAME-ERR-28)
+        if any(isinstance(p, dict) for p in params) and not all(isinstance(p, dict) for p in params):
+            raise TypeError("params must hold arrays or group dicts, not a mix of both (CAME-ERR-27)")
         groups, bare = [], []
         for item in params:
             if isinstance(item, np.ndarray):
-                bare.append(item)
+                bare.append(_real(item))
             elif isinstance(item, dict):
                 members = item.get("params")
-                if not isinstance(members, (list, tuple)) or not all(isinstance(p, np.ndarray) for p in members):
-                    raise TypeError("params: a group's 'params' must be a list of arrays")
+                if isinstance(members, (str, bytes, dict, np.ndarray)) or not hasattr(members, "__iter__"):
+                    raise TypeError("params: a group's 'params' must be an iterable of arrays")
+                members = list(members)
+                if not all(isinstance(p, np.ndarray) for p in members):
+                    raise TypeError("params: a group's 'params' must hold arrays only")
                 if not members:
                     raise ValueError("params: a group must hold at least one array")
-                group = {"params": list(members)}
+                group = {"params": [_real(p) for p in members]}
                 if "lr" in item:
                     group["lr"] = _lr(item["lr"])
                 if "weight_decay" in item:
@@ -85,6 +97,8 @@ class CAME:
         self.state = {}
 
     def step(self, gradients):
+        if not isinstance(gradients, (list, tuple)):
+            raise TypeError(f"gradients must be a list of arrays, got {type(gradients).__name__}")
         if len(gradients) != len(self.params):
             raise ValueError(f"gradients: expected {len(self.params)}, one per parameter, got {len(gradients)}")
         for g, p in zip(gradients, self.params):
