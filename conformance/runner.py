@@ -12,6 +12,7 @@ reports are then written from the same records.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -584,6 +585,7 @@ def run(target_name: str, out: Path, cfg: Settings, progress=print) -> dict:
     try:
         target = execute.Target(spec.name, process)
         info = target.info
+        sink.directory.write_run({"info": json.loads(dumps(dict(info.__dict__)))})  # what `report --out` rebuilds with
         if info.world_sizes:  # a sharded target: its ranks run under the suite's harness (spec §9)
             process.close()
             process = target.process = DistributedTargetProcess(spec.factory, spec.python, cfg.timeout,
