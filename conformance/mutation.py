@@ -61,6 +61,16 @@ def dtype_exemption(mutant, dtype: str) -> str | None:
     """
     if mutant.family == "error contract":
         return "argument validation does not depend on the parameters' dtype: the main run's verdict"
+    if mutant.family == "atomic step errors" or mutant.name == "lr-sequence-repeats-last":
+        return "it acts on step-phase errors only, and the per-dtype sources hold no error case: the main run's verdict"
+    if mutant.family == "return value" and dtype != "float32":
+        return "the return value is checked through the documented constructor, whose parameters are float32 (protocol)"
+    if mutant.family == "reductions at scale":
+        return "it differs only along axes longer than 32 elements, which only the scale tier has, and the scale " \
+               "tier is not a per-dtype source: the main run's verdict"
+    if mutant.family == "long horizons" and dtype != "float32":
+        return "it differs only at step counters past 2^11, which only the float32 mid-run vectors and the " \
+               "horizon tier reach: the main run's verdict"
     if mutant.family == "documented defaults" and dtype != "float32":
         return "the defaults act through the documented constructor, whose parameters are float32 (protocol)"
     if mutant.name == "state-float32":
@@ -180,11 +190,26 @@ def _kill(entry: dict, target: str, run_dir: Path, seed: int, sources: tuple[str
     return entry
 
 
+#: The slow tiers (conformance.tiers): a stacked re-run includes one only when the mutant's killer came from it.
+SLOW_SOURCES = frozenset({"scale", "horizon"})
+
+
+def _tier_of(record: dict | None) -> str | None:
+    """The slow tier a record came from (its fixture file or Hypothesis source names it), or None."""
+    source = (record or {}).get("source") or ""
+    if "_scale_test" in source or source == "hypothesis:scale":
+        return "scale"
+    if "_horizon_test" in source or source == "hypothesis:midrun":
+        return "horizon"
+    return None
+
+
 def run_stacking(entry: dict, killer_record: dict | None, out: Path, seed: int, sources: tuple[str, ...],
                  examples: int, shrink_calls: int) -> list[dict]:
     """The mutant with each built-in target's deviations stacked on it (conformance/stacking.py)."""
     from came_conformance.mutants.catalogue import BY_NAME
 
+    sources = tuple(s for s in sources if s not in SLOW_SOURCES or s == _tier_of(killer_record))
     cfg = runner.Settings(seed=seed, examples=examples, sources=sources, stop_on_failure=True,
                           shrink_calls=shrink_calls)
     files = {t: deviations_mod.load(p) for t, p in stacking.stackable_files().items()}
