@@ -5,6 +5,7 @@
 #   make conform TARGET=colossalai-dist   ColossalAI's DistributedCAME on 2 and 4 gloo ranks
 #   make matrix                    every built-in target -> reports/matrix.{md,json,png}
 #   make mutants                   the mutation run -> reports/mutants/
+#   make mutants-quick             the mutants against the correct port only: no stacking, no per-dtype runs (CI)
 #   make mutants-sharded           the sharding mutants on gloo ranks -> reports/mutants-sharded/
 #   make fixtures                  regenerate fixtures/data from the reference
 #   make check-fixtures            regenerate in memory and compare with what is stored
@@ -18,7 +19,7 @@ CONFORM_ARGS ?=
 BUILTIN_TARGETS := reference reference-paper came-pytorch pytorch-optimizer mindspore reference-dist colossalai colossalai-dist
 COLOSSALAI_TARGETS := colossalai colossalai-dist
 
-.PHONY: setup setup-mindspore setup-colossalai test test-nightly conform matrix mutants mutants-sharded fixtures check-fixtures bench clean
+.PHONY: setup setup-mindspore setup-colossalai test test-nightly conform matrix mutants mutants-quick mutants-sharded fixtures check-fixtures bench clean
 
 setup: $(CORE)/.stamp
 $(CORE)/.stamp: pyproject.toml
@@ -59,6 +60,9 @@ matrix: setup setup-mindspore setup-colossalai
 
 mutants: setup
 	$(PY) -m came_conformance.mutation --seed $(SEED)
+
+mutants-quick: setup
+	$(PY) -m came_conformance.mutation --seed $(SEED) --no-stacking --dtypes '' --port-controls --out reports/mutants-quick
 
 # The sharding mutants on real gloo ranks, with the sharded reference as their control.
 mutants-sharded: setup

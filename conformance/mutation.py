@@ -371,6 +371,9 @@ def main(argv=None) -> int:
                         help="target runs spent shrinking a mutant's failing Hypothesis example")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (each is two processes)")
     parser.add_argument("--no-controls", action="store_true")
+    parser.add_argument("--port-controls", action="store_true",
+                        help="of the controls, only the correct port's (mutant:none, mutant:none-paper): the ones "
+                             "every kill is measured against; not the real ports (make mutants-quick)")
     parser.add_argument("--sharded", action="store_true",
                         help="also the sharding mutants (conformance.distributed.mutants) on real gloo ranks, "
                              "with the reference-dist control")
@@ -405,6 +408,8 @@ def main(argv=None) -> int:
     controls += list(SHARDED_CONTROLS if sharded_run else ())
     if only:
         controls = [c for c in controls if c in only or c.split(":", 1)[-1] in only]
+    if args.port_controls:
+        controls = [c for c in controls if c.startswith("mutant:")]
     if args.no_controls:
         controls = []
     unknown = only - set(mutants) - {c.split(":", 1)[-1] for c in controls} - set(controls) - \
