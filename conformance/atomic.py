@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from came_conformance.cases import ErrorCase, to_json
-from came_conformance.execute import ERROR, FAIL, NOT_APPLICABLE, PASS, new_record
+from came_conformance.cases import ErrorCase
+from came_conformance.execute import ERROR, FAIL, NOT_APPLICABLE, PASS, guarded_check, new_record
 from came_conformance.execute import _applicable  # the one applicability rule of the runner
 from came_conformance.worker import TargetFailure
 
@@ -54,15 +54,10 @@ def run(target, case: ErrorCase, variant: str) -> dict:
     p, started = target.process, time.perf_counter()
     failing_step = len(case.grads_before or ()) + 1
     why = _applicable(target, case, variant)
-    try:
-        record = _record(case, variant, NOT_APPLICABLE, why) if why else _check(p, case, variant, failing_step)
-    except TargetFailure as exc:
-        record = _record(case, variant, ERROR, str(exc))
-    except Exception as exc:  # noqa: BLE001 - a reply outside the protocol must not end the run
-        record = _record(case, variant, ERROR, f"the target's reply broke the protocol: {type(exc).__name__}: {exc}")
-    record["seconds"] = round(time.perf_counter() - started, 4)
-    record["case"] = {**to_json(case), "check": "atomic"}
-    return record
+    return guarded_check("atomic", case, started,
+                         lambda: _record(case, variant, NOT_APPLICABLE, why) if why else
+                         _check(p, case, variant, failing_step),
+                         lambda reason: _record(case, variant, ERROR, reason))
 
 
 def _check(p, case: ErrorCase, variant: str, failing_step: int) -> dict:

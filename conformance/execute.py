@@ -94,6 +94,21 @@ def run_case(target: Target, case, variant: str) -> dict:
     return record
 
 
+def guarded_check(name: str, case, started: float, check, failed) -> dict:
+    """The record of a check of its own kind (conformance.atomic, conformance.returns): ``check()``, or
+    ``failed(reason)`` when the worker died or its reply broke the protocol; its time, and its case
+    saved with ``check`` = ``name`` so that ``--case-file`` replays the same check."""
+    try:
+        record = check()
+    except TargetFailure as exc:
+        record = failed(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a reply outside the protocol must not end the run
+        record = failed(f"the target's reply broke the protocol: {type(exc).__name__}: {exc}")
+    record["seconds"] = round(time.perf_counter() - started, 4)
+    record["case"] = {**to_json(case), "check": name}
+    return record
+
+
 def crash_point(step: int, clause: str = "CAME-STEP-1") -> dict:
     """The failure point of a target that died, hung or broke the protocol at ``step`` (0: before stepping)."""
     return {"step": step, "clause": clause, "tensor": None, "factored": None, "divergence": "crash"}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import time
 
-from came_conformance.cases import TrajectoryCase, to_json
-from came_conformance.execute import ERROR, FAIL, NOT_APPLICABLE, PASS, new_record
+from came_conformance.cases import TrajectoryCase
+from came_conformance.execute import ERROR, FAIL, NOT_APPLICABLE, PASS, guarded_check, new_record
 from came_conformance.execute import _applicable  # the one applicability rule of the runner
 from came_conformance.worker import TargetFailure
 
@@ -55,18 +55,11 @@ def run(target, case: TrajectoryCase, variant: str) -> dict:
     started = time.perf_counter()
     why = _applicable(target, case, variant)
     if why or "step_return" not in target.info.options_for(variant):
-        record = _record(case, variant, NOT_APPLICABLE, why or "the adapter does not report what the step returns "
-                         "(option step_return)")
+        why = why or "the adapter does not report what the step returns (option step_return)"
+        check = lambda: _record(case, variant, NOT_APPLICABLE, why)  # noqa: E731
     else:
-        try:
-            record = _check(target.process, target.info.api, case, variant)
-        except TargetFailure as exc:
-            record = _record(case, variant, ERROR, str(exc))
-        except Exception as exc:  # noqa: BLE001 - a reply outside the protocol must not end the run
-            record = _record(case, variant, ERROR, f"the target's reply broke the protocol: {type(exc).__name__}: {exc}")
-    record["seconds"] = round(time.perf_counter() - started, 4)
-    record["case"] = {**to_json(case), "check": "return"}
-    return record
+        check = lambda: _check(target.process, target.info.api, case, variant)  # noqa: E731
+    return guarded_check("return", case, started, check, lambda reason: _record(case, variant, ERROR, reason))
 
 
 def _check(p, api: str, case: TrajectoryCase, variant: str) -> dict:
