@@ -51,6 +51,13 @@ class ColossalAIAdapter:
                      betas=(hp.beta1, hp.beta2, hp.beta3), weight_decay=hp.weight_decay)
         return Session(optim, tensors, hp, owners)
 
+    def open_at(self, hp: Hyperparameters, params, state, step, dtype, variant) -> Session:
+        """CAME-STATE-6: ``state['step']`` is a per-parameter Python int; the state is in the parameter's dtype
+        (ColossalAI's CAME does not upcast half precision)."""
+        session = self.open(hp, params, dtype, variant)
+        session.load(state, step, lambda p: p.dtype, {"step": int(step), "RMS": 0})
+        return session
+
     def construct(self, kwargs, variant) -> Session:
         """The documented constructor as given (its ``assert``s are its error behaviour, CAME-ERR-2 … CAME-ERR-23)."""
         from colossalai.nn.optimizer import CAME
