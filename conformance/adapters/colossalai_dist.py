@@ -149,7 +149,9 @@ class ColossalAIDistAdapter:
     def describe(self) -> TargetInfo:
         return TargetInfo(name="colossalai-dist", profile="paper", api="paper", versions=versions(),
                           dtypes=("float64", "float32", "float16", "bfloat16"), variants=VARIANTS,
-                          options=common.OPTIONS - {"save_restore"}, world_sizes=(2, 4))
+                          options=common.OPTIONS - {"save_restore", "open_at"}, world_sizes=(2, 4),
+                          # the sharded RMS adds the ranks' partial sums of cascade sums: lanes:8's depth covers both
+                          precision=common.precision(("float64", "float32", "float16", "bfloat16")))
 
     def native(self):
         return common.Hooks()

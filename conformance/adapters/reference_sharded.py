@@ -103,7 +103,7 @@ class ShardedReferenceAdapter(ReferenceAdapter):
         info = super().describe()
         name = "reference-dist" + (f" (bugs: {','.join(sorted(self.bugs))})" if self.bugs else "")
         return TargetInfo(name=name, profile=info.profile, api=info.api, versions=info.versions, dtypes=info.dtypes,
-                          variants=VARIANTS, options=ALL_OPTIONS - {"save_restore"}, world_sizes=(2, 4),
+                          variants=VARIANTS, options=ALL_OPTIONS - {"save_restore", "open_at"}, world_sizes=(2, 4),
                           precision=info.precision)  # float64 state and arithmetic, as the reference's
 
     def open(self, hp, params, dtype, variant, sharding=None):

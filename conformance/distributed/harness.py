@@ -161,6 +161,9 @@ class DistributedTargetProcess:
             extras["sharding"] = {"layouts": layouts, "shapes": [list(s) for s in shapes]}
             replies = self._fan_out(world, [("open", hp_json, params, dtype, variant, extras)] * world)
             return self._opened(world, replies, layouts, shapes)
+        if command == "open_at":  # CAME-STATE-6 mid-run sessions: the harness cannot shard a given state yet
+            return ("not_applicable", "a sharded target cannot be opened at a step counter (the harness does not "
+                                      "shard a start state); declare no option open_at")
         if command == "construct":
             kwargs, variant = args
             world = layout.parse_variant(variant)[1]
