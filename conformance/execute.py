@@ -37,9 +37,6 @@ class Target:
         if problems:
             raise TargetFailure("describe() returned an invalid TargetInfo: " + "; ".join(problems))
 
-    def state_dtype(self, dtype: str) -> str:
-        return self.info.state_dtype.get(dtype, dtype)
-
     def precision(self, dtype: str, grad_dtype: str | None = None):
         """How the target computes ``dtype`` parameters, as it declares it (conformance.precision)."""
         return precision_of(self.info, dtype, grad_dtype)
