@@ -229,3 +229,27 @@ def test_describe_return_is_plain_data():
     assert problem("mindformers", tensor) == "" and problem("paper", describe_return(None)) == ""
     assert problem("mindformers", describe_return((True, True))) and problem("paper", tensor)
     assert problem("mindformers", describe_return(np.array([True, True])))  # one element, not one per parameter
+
+
+def test_long_trajectories_are_judged_at_sampled_steps():
+    """execute.judged_steps: every step up to 200; beyond, the first and last 50, every 25th and ±8 around each
+    counter crossover (2^11, 10^4, 2^24, 2^31 - 1) that the range holds."""
+    from came_conformance.execute import judged_steps
+
+    assert judged_steps(0, 200) is None
+    judged = judged_steps(0, 10_050)
+    assert set(range(1, 51)) | set(range(10_001, 10_051)) <= judged
+    assert set(range(2040, 2057)) | set(range(9992, 10_009)) <= judged
+    assert 5001 in judged and 5002 not in judged and len(judged) < 700
+    late = judged_steps(2 ** 24 - 3, 300)  # a session opened near the float32 counter's end
+    assert {2 ** 24 - 2, 2 ** 24, 2 ** 24 + 8} <= late and 2 ** 24 + 150 not in late
+
+
+def test_stacked_reruns_keep_a_slow_tier_only_for_its_own_killer():
+    """mutation._tier_of: the slow tier a killing record came from (a stacked re-run keeps only that one)."""
+    from came_conformance.mutation import _tier_of
+
+    assert _tier_of({"source": "fixture:came_paper_scale_test.json"}) == "scale"
+    assert _tier_of({"source": "hypothesis:midrun"}) == "horizon"
+    assert _tier_of({"source": "fixture:came_paper_midrun_test.json"}) is None  # mid-run vectors are fixtures
+    assert _tier_of({"source": "hypothesis"}) is None and _tier_of(None) is None
