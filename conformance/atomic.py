@@ -13,9 +13,8 @@ import time
 import numpy as np
 
 from came_conformance.cases import ErrorCase
-from came_conformance.execute import ERROR, FAIL, NOT_APPLICABLE, PASS, guarded_check, new_record
+from came_conformance.execute import ERROR, FAIL, NOT_APPLICABLE, PASS, closing, guarded_check, new_record
 from came_conformance.execute import _applicable  # the one applicability rule of the runner
-from came_conformance.worker import TargetFailure
 
 CLAUSE = "CAME-ERR-A1"
 
@@ -65,8 +64,7 @@ def _check(p, case: ErrorCase, variant: str, failing_step: int) -> dict:
     if opened[0] != "ok":
         return _record(case, variant, NOT_APPLICABLE, f"the valid construction did not succeed: {opened[1:3]} "
                        f"(the error record judges it)")
-    sid, alive = opened[1], True
-    try:
+    with closing(p, opened[1]) as sid:
         for k, valid in enumerate(case.grads_before or (), start=1):
             done = p.call("step", sid, {"encoded": valid})
             if done[0] != "ok":
@@ -93,12 +91,3 @@ def _check(p, case: ErrorCase, variant: str, failing_step: int) -> dict:
                            f"[{CLAUSE}]", category="changed state before raising", raised=reply[1],
                            first_divergence=first, failures=[first])
         return _record(case, variant, PASS, category="nothing changed", raised=reply[1])
-    except TargetFailure:
-        alive = False  # the session died with the worker
-        raise
-    finally:
-        if alive:
-            try:
-                p.call("close", sid)
-            except TargetFailure:
-                pass  # the verdict is measured; a dead worker restarts for the next case

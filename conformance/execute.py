@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -89,6 +90,24 @@ def run_case(target: Target, case, variant: str) -> dict:
     record["seconds"] = round(time.perf_counter() - started, 4)
     record["case"] = to_json(case)
     return record
+
+
+@contextmanager
+def closing(p: TargetProcess, sid):
+    """``sid``, closed afterwards, unless the worker died (a TargetFailure) and took the session with it;
+    a close that fails changes nothing measured (a dead worker restarts for the next case)."""
+    alive = True
+    try:
+        yield sid
+    except TargetFailure:
+        alive = False
+        raise
+    finally:
+        if alive:
+            try:
+                p.call("close", sid)
+            except TargetFailure:
+                pass
 
 
 def guarded_check(name: str, case, started: float, check, failed) -> dict:

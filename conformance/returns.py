@@ -12,9 +12,8 @@ import math
 import time
 
 from came_conformance.cases import TrajectoryCase
-from came_conformance.execute import ERROR, FAIL, NOT_APPLICABLE, PASS, guarded_check, new_record
+from came_conformance.execute import ERROR, FAIL, NOT_APPLICABLE, PASS, closing, guarded_check, new_record
 from came_conformance.execute import _applicable  # the one applicability rule of the runner
-from came_conformance.worker import TargetFailure
 
 CLAUSE = "CAME-RETURN-1"
 EXPECTED = {"mindformers": "Tensor[bool] holding True", "paper": "None"}
@@ -67,8 +66,7 @@ def _check(p, api: str, case: TrajectoryCase, variant: str) -> dict:
     if opened[0] != "ok":
         return _record(case, variant, NOT_APPLICABLE, f"construction did not succeed: {opened[1:3]} (the api "
                        f"trajectory record judges it)")
-    sid, alive = opened[1], True
-    try:
+    with closing(p, opened[1]) as sid:
         for t, grads in enumerate(case.grads, start=1):
             reply = p.call("step", sid, list(grads))
             if reply[0] != "ok":
@@ -80,12 +78,3 @@ def _check(p, api: str, case: TrajectoryCase, variant: str) -> dict:
                 return _record(case, variant, FAIL, f"step {t}: {wrong}", category="wrong return value",
                                returned=reply[1], first_divergence=first, failures=[first])
         return _record(case, variant, PASS, category="returned " + EXPECTED[api])
-    except TargetFailure:
-        alive = False
-        raise
-    finally:
-        if alive:
-            try:
-                p.call("close", sid)
-            except TargetFailure:
-                pass
