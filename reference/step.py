@@ -7,6 +7,7 @@ modified.  Every line cites the spec clause it implements.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -111,15 +112,23 @@ def col_mean(x: np.ndarray) -> np.ndarray:
 # exactly where NumPy's pairwise summation splits it.  So the values are bitwise those of the same
 # operations on whole arrays, and large parameters use both cores and stay in cache per block.
 # --------------------------------------------------------------------------------------------
-#: Elements per block: a block of float64 (256 KiB) and its temporaries stay in a core's L2 cache.
-BLOCK = 1 << 15
+#: Elements per block of rows: a block of float64 (512 KiB) and its two scratch buffers stay in a core's
+#: L2 and the shared L3 cache; smaller blocks spend more in Python than they save (docs/benchmarks.md).
+BLOCK = 1 << 16
+#: Elements per block of columns: a column mean adds whole rows of its block one after the other, so
+#: its rows must be long enough (128 float64 at n = 4096) for that loop to run at memory speed.
+COLUMN_BLOCK = 1 << 19
 #: Below this many elements a parameter is one block on the calling thread.
 PARALLEL_FROM = 1 << 18
 _POOL: list = []
 
 
 def _map(fn, items) -> None:
-    """fn over items, on two threads when there are several (NumPy releases the GIL in its loops)."""
+    """fn over items, on two threads when there are several (NumPy releases the GIL in its loops).
+
+    The items are cut into two runs of consecutive items, one per thread: two tasks per pass, not
+    one per block, and each thread walks its own part of memory in order.
+    """
     items = list(items)
     if len(items) < 2:
         for item in items:
@@ -128,7 +137,13 @@ def _map(fn, items) -> None:
     if not _POOL:
         from concurrent.futures import ThreadPoolExecutor
         _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="came-step"))
-    for _ in _POOL[0].map(fn, items):
+    half = (len(items) + 1) // 2
+
+    def run(part):
+        for item in part:
+            fn(item)
+
+    for _ in _POOL[0].map(run, (items[:half], items[half:])):
         pass  # re-raises a block's exception here
 
 
@@ -190,10 +205,14 @@ class _Blocks:
             step = BLOCK if self.parallel else max(m, 1)
             self.rows = [(0, slice(0, 1), slice(j, min(j + step, m))) for j in range(0, m, step)]
         # At least two columns: NumPy reduces a single strided column pairwise, several row by row.
-        cols = max(2, BLOCK // max(n, 1)) if self.parallel else m
+        cols = max(2, COLUMN_BLOCK // max(n, 1)) if self.parallel else m
         starts = [j for j in range(0, m, cols) if m - j >= 2 or j == 0]  # no last block of one column
         self.cols = [(k, slice(None), slice(j, starts[i + 1] if i + 1 < len(starts) else m))
                      for k in range(b) for i, j in enumerate(starts)]
+
+        # The most elements a row block or a leaf of a pairwise sum (at most max(BLOCK, 128)) holds.
+        row_block = (min(rows, n) * m) if factored else min(step, m)
+        self.largest = max(row_block, min(self.size, max(BLOCK, 128)))
 
     def each_row_block(self, fn) -> None:
         _map(fn, self.rows) if self.parallel else [fn(blk) for blk in self.rows]
@@ -202,13 +221,34 @@ class _Blocks:
         _map(fn, self.cols) if self.parallel else [fn(blk) for blk in self.cols]
 
 
+class _Scratch:
+    """Per-thread work space of one block: ``get(name, like)`` is a buffer shaped like the block ``like``.
+
+    Every elementwise operation writes its result with ``out=`` into a named scratch buffer, the
+    same operation as without it (so the same rounding), but a block's temporaries are allocated
+    once per thread and stay in cache instead of being mapped afresh for every block.
+    """
+
+    def __init__(self, largest: int):
+        self.largest = largest
+        self.buffers: dict[tuple[int, str], np.ndarray] = {}
+
+    def get(self, name: str, like: np.ndarray) -> np.ndarray:
+        key = (threading.get_ident(), name)
+        flat = self.buffers.get(key)
+        if flat is None:
+            flat = self.buffers[key] = np.empty(self.largest, dtype=F64)
+        return flat[:like.size].reshape(like.shape)
+
+
 def step(theta: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray], hp: StepHyper,
          trace: bool = True) -> StepResult:
     """One CAME step: (θ, G, state; hp) -> (θ', state', trace) (CAME-STEP-1 … CAME-STEP-12).
 
-    ``trace=False`` returns an empty trace and keeps one work buffer besides θ' and the state (three
-    parameter sizes in all); ``trace=True`` keeps every intermediate in an array of its own.  Both
-    evaluate the same operations in the same order, so θ' and the state are bitwise the same.
+    ``trace=False`` returns an empty trace and takes θ', the state and a few blocks of scratch (two
+    parameter sizes and O(n + m) in all); ``trace=True`` keeps every intermediate in an array of its
+    own.  Both evaluate the same operations in the same order, so θ' and the state are bitwise the
+    same.
     """
     theta = np.asarray(theta, dtype=F64)  # read only: every result goes to a new array
     grad = np.asarray(grad, dtype=F64)
@@ -218,6 +258,7 @@ def step(theta: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray], h
     factored = is_factored(theta.shape)
     blocks = _Blocks(theta.shape)
     view = blocks.view
+    scratch = _Scratch(blocks.largest)
 
     def full() -> np.ndarray:
         return np.empty(view, dtype=F64)
@@ -226,19 +267,21 @@ def step(theta: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray], h
     out: dict[str, np.ndarray] = {}
     keep = {name: full() for name in ("grad", "grad_sq", "update", "update_clipped", "instability",
                                       "confidence", "direction", "theta_decayed")} if trace else {}
-    work = None if trace and not factored else full()  # Q, then U, then D (each dead before the next)
+    new_theta = full()
+    # Untraced, Q, then U, then D live in the buffer of θ' (each dead before the next, and D before θ'
+    # is written), so the step takes θ', m' and O(n + m) besides its inputs and scratch.
+    work = new_theta if factored and not trace else None
     with np.errstate(all="ignore"):  # CAME-NONFINITE-1: IEEE 754 propagation, no checks
         unscaled = hp.loss_scale != 1.0  # x / 1 is exact: g is G itself then
 
         def g_of(blk):  # CAME-STEP-1: g = G / s
             if "grad" in keep:
                 return keep["grad"][blk]
-            return np.divide(G[blk], hp.loss_scale) if unscaled else G[blk]
+            return np.divide(G[blk], hp.loss_scale, out=scratch.get("g", G[blk])) if unscaled else G[blk]
 
         if "grad" in keep:
             blocks.each_row_block(lambda blk: np.divide(G[blk], hp.loss_scale, out=keep["grad"][blk]))
         if factored:
-            n_rows = view[0] * view[1]
             row_means = np.empty((view[0], view[1]), dtype=F64)
             q_all = keep.get("grad_sq", work)
 
@@ -269,15 +312,14 @@ def step(theta: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray], h
 
             def second_moment(blk):  # CAME-STEP-2, CAME-STEP-3V (and CAME-OPT-5), CAME-STEP-4V
                 g = g_of(blk)
-                q = np.multiply(g, g, out=q_all[blk] if q_all is not None else None)
+                q = np.multiply(g, g, out=q_all[blk] if q_all is not None else scratch.get("q", g))
                 q += hp.eps1
-                v = np.multiply(hp.beta2, state["exp_avg_sq"].reshape(view)[blk])
-                v += np.multiply(1.0 - hp.beta2, q)
+                v = np.multiply(hp.beta2, state["exp_avg_sq"].reshape(view)[blk], out=v3[blk])
+                v += np.multiply(1.0 - hp.beta2, q, out=scratch.get("a", q))
                 if hp.compression:  # stored in float16, used as stored
-                    v = v.astype(np.float16).astype(F64)
-                v3[blk] = v
+                    v[...] = v.astype(np.float16)
                 if u_all is not None:
-                    np.divide(g, np.sqrt(v), out=u_all[blk])
+                    np.divide(g, np.sqrt(v, out=scratch.get("a", v)), out=u_all[blk])
 
             blocks.each_row_block(second_moment)
             out["exp_avg_sq"] = v3.reshape(theta.shape)
@@ -285,7 +327,8 @@ def step(theta: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray], h
         def u_of(blk):  # CAME-STEP-4V recomputed where it is not kept: the same operations
             if u_all is not None:
                 return u_all[blk]
-            return np.divide(g_of(blk), np.sqrt(v3[blk]))
+            u = np.sqrt(v3[blk], out=scratch.get("u", v3[blk]))
+            return np.divide(g_of(blk), u, out=u)
 
         u_flat = u_all.reshape(-1) if u_all is not None else None
 
@@ -293,9 +336,8 @@ def step(theta: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray], h
             if u_flat is not None:
                 piece = u_flat[lo:hi]
             else:
-                sl = (0, slice(0, 1), slice(lo, hi))
-                piece = u_of(sl)
-            return np.add.reduce(np.multiply(piece, piece), axis=None)
+                piece = u_of((0, slice(0, 1), slice(lo, hi)))
+            return np.add.reduce(np.multiply(piece, piece, out=scratch.get("a", piece)), axis=None)
 
         u_rms = np.sqrt(_pairwise_sum(blocks.size, squares_sum) / blocks.size)
         divisor = np.maximum(1.0, u_rms / hp.clip_threshold)  # CAME-STEP-5: Û = U / max(1, RMS(U)/d)
@@ -306,11 +348,12 @@ def step(theta: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray], h
 
         def moments(blk):  # CAME-STEP-5 … CAME-STEP-7, and the row means of CAME-STEP-8
             u = u_of(blk)
-            u_hat = u if divisor == 1.0 else np.divide(u, divisor)  # U / 1 is exact
             if hat_all is not None:
-                hat_all[blk] = u_hat
+                u_hat = np.divide(u, divisor, out=hat_all[blk])
+            else:  # U / 1 is exact
+                u_hat = u if divisor == 1.0 else np.divide(u, divisor, out=scratch.get("u", u))
             m = np.multiply(hp.beta1, state["exp_avg"].reshape(view)[blk], out=m3[blk])  # CAME-STEP-6
-            m += np.multiply(1.0 - hp.beta1, u_hat)
+            m += np.multiply(1.0 - hp.beta1, u_hat, out=scratch.get("a", u_hat))
             if factored:
                 d = np.subtract(u_hat, m, out=d_all[blk])  # CAME-STEP-7: D = (Û − m')² + ε_insta
                 d *= d
@@ -329,28 +372,33 @@ def step(theta: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray], h
         lr = hp.lr  # CAME-STEP-10
         if hp.eps_scale is not None:
             t_flat = T.reshape(-1)
-            theta_rms = np.sqrt(_pairwise_sum(blocks.size, lambda lo, hi: np.add.reduce(
-                np.multiply(t_flat[lo:hi], t_flat[lo:hi]), axis=None)) / blocks.size)
-            lr = lr * np.maximum(hp.eps_scale, theta_rms)
-        new_theta = full()
+
+            def theta_squares(lo, hi):
+                piece = t_flat[lo:hi]
+                return np.add.reduce(np.multiply(piece, piece, out=scratch.get("a", piece)), axis=None)
+
+            lr = lr * np.maximum(hp.eps_scale, np.sqrt(_pairwise_sum(blocks.size, theta_squares) / blocks.size))
 
         def parameter(blk):  # CAME-STEP-9 (or 9V), CAME-STEP-11, CAME-STEP-12
             m = m3[blk]
             if factored:
                 s = np.multiply(row_s[blk[0], blk[1], None], col_s[blk[0], None, :],
-                                out=keep["confidence"][blk] if "confidence" in keep else None)
-                direction = np.multiply(s, m, out=keep["direction"][blk] if "direction" in keep else None)
+                                out=keep["confidence"][blk] if "confidence" in keep else scratch.get("a", m))
+                direction = np.multiply(s, m, out=keep["direction"][blk] if "direction" in keep else s)
             else:
                 direction = m  # CAME-STEP-9V: no confidence factor
                 if "direction" in keep:
                     keep["direction"][blk] = m
+            theta_blk = T[blk]
             if hp.weight_decay != 0.0:  # CAME-STEP-11: θd = θ − (η·λ)·θ, only when λ != 0
-                decayed = np.subtract(T[blk], np.multiply(lr * hp.weight_decay, T[blk]))
+                decayed = np.multiply(lr * hp.weight_decay, theta_blk, out=scratch.get("g", m))
+                np.subtract(theta_blk, decayed, out=decayed)
             else:
-                decayed = T[blk]
+                decayed = theta_blk
             if "theta_decayed" in keep:
                 keep["theta_decayed"][blk] = decayed
-            np.subtract(decayed, np.multiply(lr, direction), out=new_theta[blk])  # CAME-STEP-12: θ' = θd − η·Δ
+            # CAME-STEP-12: θ' = θd − η·Δ (η·Δ into scratch "u": the untraced Δ may be scratch "a" itself)
+            np.subtract(decayed, np.multiply(lr, direction, out=scratch.get("u", m)), out=new_theta[blk])
 
         blocks.each_row_block(parameter)
     new_theta = new_theta.reshape(theta.shape)
