@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from came_conformance.blockwise import elementwise
 from came_conformance.precision import Precision, contains, gamma, half_spacing
 from came_conformance.reference.dtypes import round_to, unit_roundoff
 
@@ -80,6 +81,7 @@ class Algebra:
         self.u_store = {"state": prec.u("state"), "param": prec.u("param")}
 
     # ---- rounding -------------------------------------------------------------------------------
+    @elementwise
     def _round(self, x, b, r, u=None, eta=None):
         """Add one rounding of the target (unit u, default compute) and one of the float64 reference."""
         u = self.uc if u is None else u
@@ -102,6 +104,7 @@ class Algebra:
         return self._round(q.x, q.b, q.r) if rnd else q
 
     # ---- inputs ---------------------------------------------------------------------------------
+    @elementwise
     def read(self, x, dtype: str, fresh: bool = False, must_use_stored: bool = False) -> Q:
         """A tensor the target keeps in ``dtype``, as its compute precision sees it.
 
@@ -122,6 +125,7 @@ class Algebra:
         with np.errstate(all="ignore"):  # an infinity is read exactly in every format
             return Q(x, np.where(np.isinf(x), 0.0, u * np.abs(x) * (1 + 2 * u) + eta) if u else 0.0)
 
+    @elementwise
     def gradient(self, x) -> Q:
         """The gradient read into compute precision (CAME-DTYPE-4): exact, or one rounding."""
         if contains(self.prec.compute, self.prec.grad_dtype):
@@ -142,11 +146,13 @@ class Algebra:
         return Q(v, abs(held - v) + computed * self.us * a, ref_ops * U64 * a)
 
     # ---- arithmetic -----------------------------------------------------------------------------
+    @elementwise
     def mul(self, a: Q, c: Q, rnd: bool = True) -> Q:
         x = a.x * c.x
         b, r = _product_error(a.x, a.b, c.x, c.b), _product_error(a.x, a.r, c.x, c.r)
         return self._round(x, b, r) if rnd else Q(x, b, r)
 
+    @elementwise
     def add(self, a: Q, c: Q, rnd: bool = True, sign: float = 1.0) -> Q:
         x = a.x + sign * c.x
         b, r = a.b + c.b, a.r + c.r
@@ -155,6 +161,7 @@ class Algebra:
     def sub(self, a: Q, c: Q, rnd: bool = True) -> Q:
         return self.add(a, c, rnd, sign=-1.0)
 
+    @elementwise
     def div(self, a: Q, c: Q, rnd: bool = True) -> Q:
         x = a.x / c.x
         ac = np.abs(c.x)
@@ -162,6 +169,7 @@ class Algebra:
         r = np.where(c.r < ac, (a.r + np.abs(x) * c.r) / np.maximum(ac - c.r, np.finfo(np.float64).tiny), np.inf)
         return self._round(x, b, r) if rnd else Q(x, b, r)
 
+    @elementwise
     def sqrt(self, a: Q, rnd: bool = True) -> Q:
         x = np.sqrt(a.x)
 
@@ -173,6 +181,7 @@ class Algebra:
         b, r = bound(a.b), bound(a.r)
         return self._round(x, b, r) if rnd else Q(x, b, r)
 
+    @elementwise
     def maximum(self, a: Q, c: Q) -> Q:
         return Q(np.maximum(a.x, c.x), np.maximum(a.b, c.b), np.maximum(a.r, c.r))
 
@@ -221,6 +230,7 @@ class Algebra:
         return self.mul(row_factor[..., :, None], col_factor[..., None, :])
 
     # ---- the EMA of CAME-STEP-3, -3V, -6, -8 ----------------------------------------------------
+    @elementwise
     def ema(self, old: Q, new: Q, beta: Q, one_minus: Q, rnd: bool = True) -> Q:
         """β·old + (1 − β)·new as a multiply-add, as old + (1 − β)(new − old) (``torch.lerp``'s formula
         for weights below 0.5, and the compiled one for every weight), or, for a weight 1 − β ≥ 0.5,

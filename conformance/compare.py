@@ -15,10 +15,12 @@ case the spec names).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from came_conformance import blockwise
 from came_conformance import precision as precision_mod
 from came_conformance import tolerance
 from came_conformance.reference import step as came_step
@@ -59,29 +61,8 @@ def _same_special(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
 
 
-def check_tensor(step: int, param: int, judged: tolerance.Judged, target, unconditional=None) -> TensorCheck:
-    """Is the target's stored tensor what a correct target stores?  (the module docstring's rule)
-
-    ``unconditional`` is the reference's value restarted from the step's inputs alone: where it is
-    non-finite the target must match it in kind, and where it is finite the target must be finite
-    (CAME-NONFINITE-1), whatever the target's own earlier tensors would imply.
-    """
-    name, store = judged.name, judged.store
-    clause = came_step.DEFINING_CLAUSE[name]
-    target = np.asarray(target, dtype=np.float64)
-    reference = np.asarray(judged.reference, dtype=np.float64)
-    normative = reference
-    if unconditional is not None and np.shape(unconditional) == reference.shape:
-        normative = np.asarray(unconditional, dtype=np.float64)
-        with np.errstate(all="ignore"):
-            reference = np.where(np.isfinite(normative), reference, normative)  # NaN and ±inf as they are
-    if target.shape != reference.shape:
-        return TensorCheck(step, param, name, "CAME-STATE-2" if name != "theta" else clause, False, np.inf, np.inf,
-                           np.inf, np.inf, note=f"shape {target.shape}, the spec's shape is {reference.shape}",
-                           store=store)
-    if target.size == 0:
-        return TensorCheck(step, param, name, clause, True, 0.0, 0.0, 0.0, 0.0, store=store)
-    bound = np.broadcast_to(np.asarray(judged.bound, dtype=np.float64), target.shape)
+def _elements(target, reference, normative, bound, condition, store: str) -> dict[str, np.ndarray]:
+    """The comparator's verdict per element (the module docstring's rule); elementwise, so it runs in blocks."""
     with np.errstate(all="ignore"):
         undefined = ~np.isfinite(bound) & np.isfinite(reference)  # no bound: only the exact rounding passes
         b = np.where(np.isfinite(bound), bound, 0.0)
@@ -103,28 +84,100 @@ def check_tensor(step: int, param: int, judged: tolerance.Judged, target, uncond
         rel = err / np.maximum(np.abs(reference), np.finfo(np.float64).tiny)
         width = np.maximum(hi - reference, reference - lo)
         normal = np.abs(reference) >= FORMATS[store][1]  # below the normal range the grid is absolute
-        wc = (judged.condition <= WELL_CONDITIONED) & np.isfinite(reference) & normal & np.isfinite(width)
-        rel_bound = float(np.max(width[wc] / np.abs(reference[wc]))) if np.any(wc) else None
+        wc = (condition <= WELL_CONDITIONED) & np.isfinite(reference) & normal & np.isfinite(width)
+        well_conditioned_width = np.where(wc, width / np.abs(reference), -np.inf)
     bad = ~((inside & on_grid) | special)
     bad |= ~(np.isfinite(target) & np.isfinite(normative)) & ~special  # CAME-NONFINITE-1: exact match
-    ok = not bad.any()
-    flat = int(np.argmax(bad.ravel())) if not ok else int(np.argmax(ratio.ravel()))
-    index = [int(i) for i in np.unravel_index(flat, target.shape)]
+    return {"bad": bad, "ratio": ratio, "ulps": ulps, "err": err, "rel": rel, "wc_width": well_conditioned_width,
+            "undefined": undefined, "on_grid": on_grid, "width": width}
+
+
+def _summary(target, reference, normative, bound, condition, store: str, start: int) -> dict:
+    """The maxima of one block of flat elements, and where its first failure and its worst ratio are."""
+    el = _elements(target, reference, normative, bound, condition, store)
+    bad = el["bad"]
+    first_bad = int(np.argmax(bad)) if bad.any() else None
+    worst = int(np.argmax(el["ratio"]))
+    return {"first_bad": None if first_bad is None else start + first_bad, "worst": start + worst,
+            "worst_ratio": float(el["ratio"][worst]), "max_ulps": float(np.max(el["ulps"])),
+            "max_abs": float(np.max(el["err"])), "max_rel": float(np.max(el["rel"])),
+            "rel_bound": float(np.max(el["wc_width"]))}
+
+
+def _flat(a, shape) -> np.ndarray:
+    """``a`` as a flat array of ``shape``'s elements, or a 0-d scalar that broadcasts over them."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 0:
+        return a
+    return (a if a.shape == shape else np.broadcast_to(a, shape)).reshape(-1)
+
+
+def _summaries(arrays: list, store: str, size: int) -> list[dict]:
+    """``_summary`` over blocks of the flat elements, on two threads when the tensor is large."""
+    if size < blockwise.PARALLEL_FROM:
+        return [_summary(*arrays, store, 0)]
+    step = blockwise.BLOCK
+    out: dict[int, dict] = {}
+
+    def one(lo):
+        hi = min(lo + step, size)
+        out[lo] = _summary(*[a if a.ndim == 0 else a[lo:hi] for a in arrays], store, lo)
+
+    blockwise.run_on_two_threads(functools.partial(one, lo) for lo in range(0, size, step))
+    return [out[lo] for lo in sorted(out)]
+
+
+def check_tensor(step: int, param: int, judged: tolerance.Judged, target, unconditional=None) -> TensorCheck:
+    """Is the target's stored tensor what a correct target stores?  (the module docstring's rule)
+
+    ``unconditional`` is the reference's value restarted from the step's inputs alone: where it is
+    non-finite the target must match it in kind, and where it is finite the target must be finite
+    (CAME-NONFINITE-1), whatever the target's own earlier tensors would imply.  Large tensors are
+    judged in blocks on two threads (``conformance.blockwise``), with the same result.
+    """
+    name, store = judged.name, judged.store
+    clause = came_step.DEFINING_CLAUSE[name]
+    target = np.asarray(target, dtype=np.float64)
+    reference = np.asarray(judged.reference, dtype=np.float64)
+    normative = reference
+    if unconditional is not None and np.shape(unconditional) == reference.shape:
+        normative = np.asarray(unconditional, dtype=np.float64)
+        with np.errstate(all="ignore"):
+            reference = np.where(np.isfinite(normative), reference, normative)  # NaN and ±inf as they are
+    if target.shape != reference.shape:
+        return TensorCheck(step, param, name, "CAME-STATE-2" if name != "theta" else clause, False, np.inf, np.inf,
+                           np.inf, np.inf, note=f"shape {target.shape}, the spec's shape is {reference.shape}",
+                           store=store)
+    if target.size == 0:
+        return TensorCheck(step, param, name, clause, True, 0.0, 0.0, 0.0, 0.0, store=store)
+    shape = target.shape
+    arrays = [a.reshape(-1) for a in (target, reference, normative)]
+    arrays += [_flat(judged.bound, shape), _flat(judged.condition, shape)]
+    parts = _summaries(arrays, store, target.size)
+    failing = [p["first_bad"] for p in parts if p["first_bad"] is not None]
+    ok = not failing
+    def top(key: str) -> float:  # np.max, not max(): a NaN (rel at a NaN reference) propagates as before
+        return float(np.max([p[key] for p in parts]))
+
+    worst_ratio = top("worst_ratio")
+    # the first failing element (C order), or the first element of the worst ratio
+    flat = failing[0] if not ok else next(p["worst"] for p in parts if p["worst_ratio"] == worst_ratio)
+    rel_bound = top("rel_bound")
+    at = _elements(*[a if a.ndim == 0 else a[flat:flat + 1] for a in arrays], store)
+    index = [int(i) for i in np.unravel_index(flat, shape)]
     note = ""
-    if not ok and undefined.ravel()[flat]:
+    if not ok and at["undefined"][0]:
         note = "the tolerance model gives no bound here, so only the correctly rounded value passes"
-    elif not ok and not on_grid.ravel()[flat]:
+    elif not ok and not at["on_grid"][0]:
         note = f"the value is not a {store} value, the dtype the target declares for it"
     elif judged.exact_rounding:
         note = "compression: the stored value must be the float16 rounding of v' [CAME-OPT-5]" if not ok else ""
-    with np.errstate(all="ignore"):
-        tol_at = float(np.maximum(hi - reference, reference - lo).ravel()[flat])
-    shown = reference.ravel()[flat]
+    shown = reference.reshape(-1)[flat]
     if not np.isfinite(shown):  # the value the target had to match: the spec's, when the clause's is not finite
-        shown = np.asarray(normative).ravel()[flat] if np.size(normative) == reference.size else shown
-    return TensorCheck(step, param, name, clause, ok, float(np.max(ulps)), float(np.max(err)), float(np.max(rel)),
-                       float(np.max(ratio)), index, float(target.ravel()[flat]), float(shown),
-                       tol_at, note, float(ulps.ravel()[flat]), rel_bound, store)
+        shown = normative.reshape(-1)[flat]
+    return TensorCheck(step, param, name, clause, ok, top("max_ulps"), top("max_abs"), top("max_rel"), worst_ratio, index,
+                       float(target.reshape(-1)[flat]), float(shown), float(at["width"][0]), note,
+                       float(at["ulps"][0]), rel_bound if rel_bound > -np.inf else None, store)
 
 
 def resolve_precision(dtype: str, precision) -> precision_mod.Precision:

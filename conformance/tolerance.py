@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from came_conformance.blockwise import elementwise
 from came_conformance.bounds import U64, Algebra, Q
 from came_conformance.precision import Precision
 from came_conformance.reference.step import StepHyper, is_factored
@@ -48,6 +49,7 @@ class Judged:
         return self.target_bound + self.reference_bound
 
 
+@elementwise
 def _finish(alg: Algebra, q: Q, store: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(value, target's bound, reference's bound) of a clause's last operation, before the store.
 
@@ -65,6 +67,7 @@ def _finish(alg: Algebra, q: Q, store: str) -> tuple[np.ndarray, np.ndarray, np.
     return q.x, q.full(b), r
 
 
+@elementwise
 def _condition(value, *terms) -> np.ndarray:
     with np.errstate(all="ignore"):
         total = sum(np.abs(t) for t in terms)
