@@ -224,10 +224,14 @@ class Algebra:
         Adafactor's V̂ form 1/√(r ⊗ c / r̄) is not covered: r ⊗ c underflows in float16 once the
         statistics are below about 2⁻¹², so no bound covering it would say anything there.
         """
+        return self.mul(*self.factor_vectors(row, col))
+
+    def factor_vectors(self, row: Q, col: Q) -> tuple[Q, Q]:
+        """The two factors of ``factor`` (see there), shaped (..., n, 1) and (..., 1, m) to broadcast."""
         mean = self.mean(row, axis=-1, keepdims=True)
         row_factor = self.recip_sqrt(self.div(row, mean))
         col_factor = self.recip_sqrt(col)
-        return self.mul(row_factor[..., :, None], col_factor[..., None, :])
+        return row_factor[..., :, None], col_factor[..., None, :]
 
     # ---- the EMA of CAME-STEP-3, -3V, -6, -8 ----------------------------------------------------
     @elementwise

@@ -95,15 +95,22 @@ def _beta(alg: Algebra, beta: float, computed: bool) -> tuple[Q, Q]:
 
 
 def _ema_judged(alg, name, old, new, beta: float, computed: bool, store, exact_rounding=False,
-                new_condition=1.0) -> tuple[Judged, Q]:
+                new_condition=1.0) -> Judged:
     """One EMA clause; ``new_condition``: how much the new term itself amplifies relative errors."""
     b, w = _beta(alg, beta, computed)
+    x, target, reference, cond = _ema_arrays(alg, old, new, b, w, store, new_condition)
+    return Judged(name, x, target, reference, store, cond, exact_rounding)
+
+
+@elementwise
+def _ema_arrays(alg, old: Q, new: Q, b: Q, w: Q, store: str, new_condition):
+    """``_ema_judged``'s arrays: the EMA's value, the two bounds before the store, and its condition."""
     q = alg.ema(old, new, b, w, rnd=False)
     x, target, reference = _finish(alg, q, store)
     # the multiply-add's terms, or lerp's old + (1 − β)(new − old), which cancels when new ≪ old
     cond = np.maximum(_condition(x, b.x * old.x, w.x * new.x * new_condition),
                       _condition(x, old.x, w.x * (new.x - old.x)))
-    return Judged(name, x, target, reference, store, cond, exact_rounding), q
+    return x, target, reference, cond
 
 
 def _divisor(ratio: Q) -> Q:
@@ -114,6 +121,49 @@ def _divisor(ratio: Q) -> Q:
         return np.where(ratio.x > 1.0, e, np.maximum(0.0, ratio.x + e - 1.0))
 
     return Q(x, bound(ratio.b), bound(ratio.r))
+
+
+# The chains between the step's reductions, each evaluated element by element (``conformance.blockwise``):
+# on a large parameter a chain's intermediates stay in cache, and only what a later clause or the
+# comparator reads is written out in full.
+
+@elementwise
+def _second_moment_input(alg: Algebra, grad, loss_scale: float, eps1: float) -> tuple[Q, Q]:
+    """CAME-STEP-1, CAME-STEP-2: g = G / s and Q = g·g + ε1."""
+    g = alg.gradient(grad)
+    if loss_scale != 1.0:
+        g = alg.div(g, alg.scalar(loss_scale))
+    return g, alg.add(alg.mul(g, g), alg.scalar(eps1))
+
+
+@elementwise
+def _scaled(alg: Algebra, row_factor: Q, col_factor: Q, x: Q) -> Q:
+    """F(r, c) · x from F's two vectors (CAME-STEP-4 with x = g, CAME-STEP-9 with x = m′)."""
+    return alg.mul(alg.mul(row_factor, col_factor), x)
+
+
+@elementwise
+def _unfactored_update(alg: Algebra, g: Q, new_v, store: str, must_use_stored: bool) -> Q:
+    """CAME-STEP-4V from the target's v′: U = g / √v′."""
+    return alg.mul(g, alg.recip_sqrt(alg.read(new_v, store, fresh=True, must_use_stored=must_use_stored)))
+
+
+@elementwise
+def _moments(alg: Algebra, update: Q, divisor: Q, exact_one: bool, old_m, new_m, b1: Q, w1: Q, state_dtype: str,
+             eps_insta: float, factored: bool):
+    """CAME-STEP-5 … CAME-STEP-7 per element: Û; the judged m′ from Û and the stored m; then, from the
+    target's m′, the instability D = (Û − m′)² + ε_insta and how much it amplifies relative errors."""
+    u_hat = update if exact_one else alg.rounded(alg.div(update, divisor))  # U/div or U·(1/div)
+    old = alg.read(old_m, state_dtype)
+    judged = _ema_arrays(alg, old, u_hat, b1, w1, state_dtype, 1.0)  # CAME-STEP-6
+    if not factored:
+        return judged
+    m = alg.read(new_m, state_dtype, fresh=True)
+    diff = alg.sub(u_hat, m)
+    instability = alg.add(alg.mul(diff, diff), alg.scalar(eps_insta))
+    # (Û − m′)² amplifies relative errors of Û and m′ by (|Û| + |m′|)/|Û − m′|: Û ≈ m′ cancels
+    amplified = (np.abs(u_hat.x) + np.abs(m.x)) * np.abs(diff.x)
+    return judged + (instability, amplified)
 
 
 def step_model(theta, grad, old: dict, new: dict, hp: StepHyper, prec: Precision) -> tuple[dict[str, Judged], dict]:
@@ -129,65 +179,72 @@ def step_model(theta, grad, old: dict, new: dict, hp: StepHyper, prec: Precision
         return out, {}
     alg = Algebra(prec)
     out: dict[str, Judged] = {}
+    factored = is_factored(theta.shape)
     with np.errstate(all="ignore"):  # CAME-NONFINITE-1: values propagate; so do unbounded errors
-        g = alg.gradient(grad)  # CAME-STEP-1: g = G / s (exact division by 1)
-        if hp.loss_scale != 1.0:
-            g = alg.div(g, alg.scalar(hp.loss_scale))
-        q = alg.add(alg.mul(g, g), alg.scalar(hp.eps1))  # CAME-STEP-2
-        if is_factored(theta.shape):  # CAME-STEP-3, then U from the target's own r′ and c′ (CAME-STEP-4)
+        g, q = _second_moment_input(alg, grad, hp.loss_scale, hp.eps1)  # CAME-STEP-1, CAME-STEP-2
+        if factored:  # CAME-STEP-3, then U from the target's own r′ and c′ (CAME-STEP-4)
             for name, axis in (("exp_avg_sq_row", -1), ("exp_avg_sq_col", -2)):
-                out[name], _ = _ema_judged(alg, name, alg.read(old[name], state_dtype), alg.mean(q, axis=axis),
-                                           hp.beta2, computed=hp.beta2_computed, store=state_dtype)
+                out[name] = _ema_judged(alg, name, alg.read(old[name], state_dtype), alg.mean(q, axis=axis),
+                                        hp.beta2, computed=hp.beta2_computed, store=state_dtype)
             del q  # full-size intermediates are dropped once their clause is judged (large parameters)
             row = alg.read(new["exp_avg_sq_row"], state_dtype, fresh=True)
             col = alg.read(new["exp_avg_sq_col"], state_dtype, fresh=True)
-            update = alg.mul(alg.factor(row, col), g)
+            update = _scaled(alg, *alg.factor_vectors(row, col), g)
         else:  # CAME-STEP-3V (CAME-OPT-5: stored in float16 and used as stored), CAME-STEP-4V
             store = "float16" if hp.compression else state_dtype
             old_v = alg.read(old["exp_avg_sq"], store)
-            out["exp_avg_sq"], _ = _ema_judged(alg, "exp_avg_sq", old_v, q, hp.beta2, computed=hp.beta2_computed,
-                                               store=store, exact_rounding=hp.compression)
-            v = alg.read(new["exp_avg_sq"], store, fresh=True, must_use_stored=hp.compression)
-            update = alg.mul(g, alg.recip_sqrt(v))
+            out["exp_avg_sq"] = _ema_judged(alg, "exp_avg_sq", old_v, q, hp.beta2, computed=hp.beta2_computed,
+                                            store=store, exact_rounding=hp.compression)
+            del q, old_v
+            update = _unfactored_update(alg, g, new["exp_avg_sq"], store, hp.compression)
+        del g
         ratio = alg.div(alg.rms(update), alg.scalar(hp.clip_threshold))  # CAME-STEP-5
         divisor = _divisor(ratio)
         exact_one = bool(divisor.x == 1.0 and divisor.b == 0.0)
-        u_hat = update if exact_one else alg.rounded(alg.div(update, divisor))  # U/div or U·(1/div)
-        del update, g
-        out["exp_avg"], _ = _ema_judged(alg, "exp_avg", alg.read(old["exp_avg"], state_dtype), u_hat,  # CAME-STEP-6
-                                        hp.beta1, computed=False, store=state_dtype)
-        m = alg.read(new["exp_avg"], state_dtype, fresh=True)
-        if is_factored(theta.shape):  # CAME-STEP-7, CAME-STEP-8 from the target's m′; CAME-STEP-9
-            diff = alg.sub(u_hat, m)
-            instability = alg.add(alg.mul(diff, diff), alg.scalar(hp.eps_insta))
-            # (Û − m′)² amplifies relative errors of Û and m′ by (|Û| + |m′|)/|Û − m′|: Û ≈ m′ cancels
-            amplified = (np.abs(u_hat.x) + np.abs(m.x)) * np.abs(diff.x)
+        b1, w1 = _beta(alg, hp.beta1, False)
+        moments = _moments(alg, update, divisor, exact_one, old["exp_avg"], new["exp_avg"], b1, w1, state_dtype,
+                           hp.eps_insta, factored)
+        del update
+        out["exp_avg"] = Judged("exp_avg", *moments[:3], state_dtype, moments[3])  # CAME-STEP-6
+        row_s = col_s = None
+        if factored:  # CAME-STEP-8 from the target's m′ (CAME-STEP-7); CAME-STEP-9's factor
+            instability, amplified = moments[4:]
+            del moments
             for name, axis in (("exp_avg_insta_row", -1), ("exp_avg_insta_col", -2)):
                 mean_d = alg.mean(instability, axis=axis)
                 with np.errstate(all="ignore"):
                     cancels = np.maximum(1.0, np.mean(amplified, axis=axis) / mean_d.x)
-                out[name], _ = _ema_judged(alg, name, alg.read(old[name], state_dtype), mean_d, hp.beta3,
-                                           computed=False, store=state_dtype, new_condition=cancels)
-            del diff, instability, amplified, u_hat
+                out[name] = _ema_judged(alg, name, alg.read(old[name], state_dtype), mean_d, hp.beta3,
+                                        computed=False, store=state_dtype, new_condition=cancels)
+            del instability, amplified
             big_r = alg.read(new["exp_avg_insta_row"], state_dtype, fresh=True)
             big_c = alg.read(new["exp_avg_insta_col"], state_dtype, fresh=True)
-            direction = alg.mul(alg.factor(big_r, big_c), m)
-        else:
-            direction = m  # CAME-STEP-9V
-        out["theta"] = _theta(alg, theta, direction, hp, param_dtype)
+            row_s, col_s = alg.factor_vectors(big_r, big_c)
+        out["theta"] = _theta(alg, theta, row_s, col_s, new["exp_avg"], hp, prec)
     return out, {"clip_active": bool(np.any(divisor.x > 1.0))}
 
 
-def _theta(alg: Algebra, theta, direction: Q, hp: StepHyper, param_dtype: str) -> Judged:
-    """CAME-STEP-10 … CAME-STEP-12 from the stored θ and the target's direction."""
-    th = alg.read(theta, param_dtype)
+def _theta(alg: Algebra, theta, row_s: Q | None, col_s: Q | None, new_m, hp: StepHyper, prec: Precision) -> Judged:
+    """CAME-STEP-9 … CAME-STEP-12 from the stored θ, the target's m′ and (factored) its R′ and C′."""
     # a schedule or the relative step computes η_t (a pow or a sqrt and a product or two): 3 roundings
     lr = alg.scalar(hp.lr, computed=3, ref_ops=3) if hp.lr_computed else alg.scalar(hp.lr)
     if hp.eps_scale is not None:  # CAME-STEP-10: η = η_t · max(ε_scale, RMS(θ))
-        lr = alg.mul(lr, alg.maximum(alg.scalar(hp.eps_scale), alg.rms(th)))
+        lr = alg.mul(lr, alg.maximum(alg.scalar(hp.eps_scale), alg.rms(alg.read(theta, prec.param))))
+    x, target, reference, cond = _theta_arrays(alg, theta, row_s, col_s, new_m, lr, hp.weight_decay, prec.state,
+                                               prec.param)
+    return Judged("theta", x, target, reference, prec.param, cond)
+
+
+@elementwise
+def _theta_arrays(alg: Algebra, theta, row_s, col_s, new_m, lr: Q, weight_decay: float, state_dtype: str,
+                  param_dtype: str):
+    """``_theta``'s arrays, element by element: Δ (CAME-STEP-9 or 9V), θd (CAME-STEP-11), θ′ (CAME-STEP-12)."""
+    m = alg.read(new_m, state_dtype, fresh=True)
+    direction = m if row_s is None else alg.mul(alg.mul(row_s, col_s), m)  # CAME-STEP-9V: no factor
+    th = alg.read(theta, param_dtype)
     step = alg.mul(lr, direction)
-    if hp.weight_decay != 0.0:  # CAME-STEP-11: θ − (η·λ)·θ, or θ·(1 − η·λ)
-        rate = alg.mul(lr, alg.scalar(hp.weight_decay))
+    if weight_decay != 0.0:  # CAME-STEP-11: θ − (η·λ)·θ, or θ·(1 − η·λ)
+        rate = alg.mul(lr, alg.scalar(weight_decay))
         subtract = alg.sub(th, alg.mul(rate, th))
         scale = alg.mul(th, alg.sub(Q(1.0), rate))
         decayed = Q(subtract.x, np.maximum(subtract.b, scale.b), subtract.r)
@@ -195,4 +252,4 @@ def _theta(alg: Algebra, theta, direction: Q, hp: StepHyper, param_dtype: str) -
         decayed = th
     new = alg.sub(decayed, step, rnd=False)  # CAME-STEP-12
     x, target, reference = _finish(alg, new, param_dtype)
-    return Judged("theta", x, target, reference, param_dtype, _condition(x, decayed.x, step.x))
+    return x, target, reference, _condition(x, decayed.x, step.x)
