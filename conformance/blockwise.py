@@ -27,6 +27,10 @@ import numpy as np
 BLOCK = 1 << 16
 #: Below this many elements a call is one call on the calling thread.
 PARALLEL_FROM = 1 << 18
+#: A call whose arrays all have fewer elements than this runs as it is, unexamined (SMALL² is
+#: PARALLEL_FROM: two such arrays cannot broadcast to a large result; three could, and would then
+#: only run unblocked, to the same values).
+SMALL = 1 << 9
 _POOL: list[ThreadPoolExecutor] = []
 _INSIDE = threading.local()  # set on the pool's threads: a nested call runs where it is
 
@@ -51,6 +55,20 @@ def run_on_two_threads(tasks) -> None:
 
     for _ in _POOL[0].map(run, (tasks[:half], tasks[half:])):
         pass  # re-raises a task's exception here
+
+
+def _largest(values) -> int:
+    """The most elements of any array among ``values`` (a quick look, for the small calls of most cases)."""
+    from came_conformance.bounds import Q
+    most = 0
+    for value in values:
+        if isinstance(value, Q):
+            most = max(most, value.x.size, getattr(value.b, "size", 1), getattr(value.r, "size", 1))
+        elif isinstance(value, np.ndarray):
+            most = max(most, value.size)
+        elif isinstance(value, (tuple, list)):
+            most = max(most, _largest(value))
+    return most
 
 
 def _leaves(value, found: list) -> None:
@@ -172,10 +190,12 @@ def elementwise(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if getattr(_INSIDE, "active", False) or _largest(args) < SMALL and _largest(kwargs.values()) < SMALL:
+            return fn(*args, **kwargs)
         shapes: list = []
         _leaves(args, shapes)
         _leaves(tuple(kwargs.values()), shapes)
-        if not shapes or getattr(_INSIDE, "active", False):
+        if not shapes:
             return fn(*args, **kwargs)
         shape = np.broadcast_shapes(*shapes)
         if int(np.prod(shape, dtype=np.int64)) < PARALLEL_FROM:

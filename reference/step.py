@@ -229,11 +229,14 @@ class _Scratch:
     once per thread and stay in cache instead of being mapped afresh for every block.
     """
 
-    def __init__(self, largest: int):
-        self.largest = largest
+    def __init__(self, largest: int, enabled: bool):
+        self.largest, self.enabled = largest, enabled
         self.buffers: dict[tuple[int, str], np.ndarray] = {}
 
-    def get(self, name: str, like: np.ndarray) -> np.ndarray:
+    def get(self, name: str, like: np.ndarray) -> np.ndarray | None:
+        """None for a parameter that is one block: NumPy then allocates each result, the cheaper way there."""
+        if not self.enabled:
+            return None
         key = (threading.get_ident(), name)
         flat = self.buffers.get(key)
         if flat is None:
@@ -258,7 +261,7 @@ def step(theta: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray], h
     factored = is_factored(theta.shape)
     blocks = _Blocks(theta.shape)
     view = blocks.view
-    scratch = _Scratch(blocks.largest)
+    scratch = _Scratch(blocks.largest, blocks.parallel)
 
     def full() -> np.ndarray:
         return np.empty(view, dtype=F64)

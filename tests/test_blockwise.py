@@ -29,6 +29,7 @@ def _probe(a: Q, c, scale: float):
 def tiny_blocks(monkeypatch):
     monkeypatch.setattr(blockwise, "BLOCK", 64)
     monkeypatch.setattr(blockwise, "PARALLEL_FROM", 256)
+    monkeypatch.setattr(blockwise, "SMALL", 16)
 
 
 def test_elementwise_blocks_are_the_whole_call(tiny_blocks):
@@ -73,6 +74,7 @@ def test_model_and_comparator_in_blocks_are_bitwise_the_whole_array_ones(monkeyp
         want = _judgement(theta, grad, state, got_theta, got_state, hp, prec)
     monkeypatch.setattr(blockwise, "BLOCK", 64)
     monkeypatch.setattr(blockwise, "PARALLEL_FROM", 256)
+    monkeypatch.setattr(blockwise, "SMALL", 16)
     got = _judgement(theta, grad, state, got_theta, got_state, hp, prec)
     assert nonfinite or not want[-1]["ok"]  # θ′ fails at the element moved
     assert repr(got) == repr(want)  # repr: NaN fields compare equal, floats to the last bit
