@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import functools
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from came_conformance.reference.step import map_on_two_threads, on_pool_thread
 
 #: Elements per block: a block and a function's temporaries (float64) stay in L2 and L3 cache.
 BLOCK = 1 << 16
@@ -31,35 +32,22 @@ PARALLEL_FROM = 1 << 18
 #: PARALLEL_FROM: two such arrays cannot broadcast to a large result; three could, and would then
 #: only run unblocked, to the same values).
 SMALL = 1 << 9
-_POOL: list[ThreadPoolExecutor] = []
-_INSIDE = threading.local()  # set on the pool's threads: a nested call runs where it is
 
 
 def run_on_two_threads(tasks) -> None:
-    """Run callables on two threads, in two runs of consecutive tasks, under the caller's errstate."""
-    tasks = list(tasks)
-    if len(tasks) < 2:
-        for task in tasks:
-            task()
-        return
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="came-blocks"))
-    errors = np.geterr()  # NumPy's floating-point error state is per thread
-    half = (len(tasks) + 1) // 2
+    """Run callables on the reference's two threads (``reference.step.map_on_two_threads``)."""
+    map_on_two_threads(lambda task: task(), tasks)
 
-    def run(part):
-        _INSIDE.active = True
-        with np.errstate(**errors):
-            for task in part:
-                task()
 
-    for _ in _POOL[0].map(run, (tasks[:half], tasks[half:])):
-        pass  # re-raises a task's exception here
+@functools.cache
+def _quantity() -> type:
+    from came_conformance.bounds import Q  # bounds imports this module
+    return Q
 
 
 def _largest(values) -> int:
     """The most elements of any array among ``values`` (a quick look, for the small calls of most cases)."""
-    from came_conformance.bounds import Q
+    Q = _quantity()
     most = 0
     for value in values:
         if isinstance(value, Q):
@@ -72,7 +60,7 @@ def _largest(values) -> int:
 
 
 def _leaves(value, found: list) -> None:
-    from came_conformance.bounds import Q
+    Q = _quantity()
     if isinstance(value, Q):
         for field in (value.x, value.b, value.r):
             _leaves(field, found)
@@ -85,7 +73,7 @@ def _leaves(value, found: list) -> None:
 
 def _cut(value, ndim: int, axis: int, rows: slice):
     """``value`` restricted to the block ``rows`` of axis ``axis`` of the ndim-dimensional broadcast shape."""
-    from came_conformance.bounds import Q
+    Q = _quantity()
     if isinstance(value, Q):
         return Q(_cut(value.x, ndim, axis, rows), _cut(value.b, ndim, axis, rows), _cut(value.r, ndim, axis, rows))
     if isinstance(value, np.ndarray) and value.ndim:
@@ -141,7 +129,7 @@ class _Output:
 
 
 def _outputs(result, shape, axis, rows):
-    from came_conformance.bounds import Q
+    Q = _quantity()
     if isinstance(result, Q):
         return Q, [_Output(f, shape, axis, rows) for f in (result.x, result.b, result.r)]
     if isinstance(result, tuple):
@@ -150,7 +138,7 @@ def _outputs(result, shape, axis, rows):
 
 
 def _write(layout, result, rows) -> None:
-    from came_conformance.bounds import Q
+    Q = _quantity()
     kind, out = layout
     if kind is Q:
         for o, f in zip(out, (result.x, result.b, result.r)):
@@ -163,7 +151,7 @@ def _write(layout, result, rows) -> None:
 
 
 def _assemble(layout):
-    from came_conformance.bounds import Q
+    Q = _quantity()
     kind, out = layout
     if kind is Q:
         x, b, r = (o.value() for o in out)
@@ -190,7 +178,7 @@ def elementwise(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if getattr(_INSIDE, "active", False) or _largest(args) < SMALL and _largest(kwargs.values()) < SMALL:
+        if on_pool_thread() or _largest(args) < SMALL and _largest(kwargs.values()) < SMALL:
             return fn(*args, **kwargs)
         shapes: list = []
         _leaves(args, shapes)

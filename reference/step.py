@@ -121,27 +121,38 @@ COLUMN_BLOCK = 1 << 19
 #: Below this many elements a parameter is one block on the calling thread.
 PARALLEL_FROM = 1 << 18
 _POOL: list = []
+_ON_POOL = threading.local()  # set on the pool's two threads
 
 
-def _map(fn, items) -> None:
+def on_pool_thread() -> bool:
+    """Is this one of the two threads ``map_on_two_threads`` runs on?"""
+    return getattr(_ON_POOL, "active", False)
+
+
+def map_on_two_threads(fn, items) -> None:
     """fn over items, on two threads when there are several (NumPy releases the GIL in its loops).
 
     The items are cut into two runs of consecutive items, one per thread: two tasks per pass, not
-    one per block, and each thread walks its own part of memory in order.
+    one per block, and each thread walks its own part of memory in order.  Each runs under the
+    caller's NumPy error state (which NumPy keeps per thread).  Called on one of the two threads, it
+    runs in place: both are busy then.
     """
     items = list(items)
-    if len(items) < 2:
+    if len(items) < 2 or on_pool_thread():
         for item in items:
             fn(item)
         return
     if not _POOL:
         from concurrent.futures import ThreadPoolExecutor
-        _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="came-step"))
+        _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="came-blocks"))
+    errors = np.geterr()
     half = (len(items) + 1) // 2
 
     def run(part):
-        for item in part:
-            fn(item)
+        _ON_POOL.active = True
+        with np.errstate(**errors):
+            for item in part:
+                fn(item)
 
     for _ in _POOL[0].map(run, (items[:half], items[half:])):
         pass  # re-raises a block's exception here
@@ -172,7 +183,7 @@ def _pairwise_sum(size: int, leaf_sum) -> float:
     def one(bounds):
         sums[bounds[0]] = leaf_sum(*bounds)
 
-    _map(one, leaves) if size >= PARALLEL_FROM else [one(b) for b in leaves]
+    map_on_two_threads(one, leaves) if size >= PARALLEL_FROM else [one(b) for b in leaves]
 
     def combine(lo: int, n: int) -> float:
         if n <= most:
@@ -215,10 +226,10 @@ class _Blocks:
         self.largest = max(row_block, min(self.size, max(BLOCK, 128)))
 
     def each_row_block(self, fn) -> None:
-        _map(fn, self.rows) if self.parallel else [fn(blk) for blk in self.rows]
+        map_on_two_threads(fn, self.rows) if self.parallel else [fn(blk) for blk in self.rows]
 
     def each_col_block(self, fn) -> None:
-        _map(fn, self.cols) if self.parallel else [fn(blk) for blk in self.cols]
+        map_on_two_threads(fn, self.cols) if self.parallel else [fn(blk) for blk in self.cols]
 
 
 class _Scratch:
