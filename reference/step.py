@@ -112,7 +112,7 @@ def col_mean(x: np.ndarray) -> np.ndarray:
 # exactly where NumPy's pairwise summation splits it.  So the values are bitwise those of the same
 # operations on whole arrays, and large parameters use both cores and stay in cache per block.
 # --------------------------------------------------------------------------------------------
-#: Elements per block of rows: a block of float64 (512 KiB) and its two scratch buffers stay in a core's
+#: Elements per block of rows: a block of float64 (512 KiB) and its scratch buffers stay in a core's
 #: L2 and the shared L3 cache; smaller blocks spend more in Python than they save (docs/benchmarks.md).
 BLOCK = 1 << 16
 #: Elements per block of columns: a column mean adds whole rows of its block one after the other, so
