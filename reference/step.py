@@ -7,6 +7,7 @@ modified.  Every line cites the spec clause it implements.
 """
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Mapping
@@ -122,6 +123,15 @@ COLUMN_BLOCK = 1 << 19
 PARALLEL_FROM = 1 << 18
 _POOL: list = []
 _ON_POOL = threading.local()  # set on the pool's two threads
+
+
+def _forget_pool_in_child() -> None:
+    """A forked child has none of the pool's threads (it would wait on them forever): it starts its own."""
+    _POOL.clear()
+    _ON_POOL.active = False
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)  # e.g. the mutation run's process pool
 
 
 def on_pool_thread() -> bool:

@@ -86,3 +86,28 @@ def test_blocked_evaluation_is_bitwise_the_whole_array_one(monkeypatch, blocks):
                 assert set(got.state) == set(want_state)
                 for k in want_state:
                     assert _bits(got.state[k]) == _bits(want_state[k]), (shape, trial, trace, k)
+
+
+def _two_thread_map_in_child(queue) -> None:
+    done = []
+    came_step.map_on_two_threads(done.append, range(4))
+    queue.put(sorted(done))
+
+
+def test_a_forked_child_does_not_wait_on_the_parents_pool_threads():
+    """The mutation run forks its workers (ProcessPoolExecutor); a child inheriting the pool object
+    without its threads would wait forever for the first block."""
+    import multiprocessing
+
+    import time
+
+    came_step.map_on_two_threads(lambda _: time.sleep(0.1), range(4))  # busy tasks: both threads exist now
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_two_thread_map_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0, "the child hung on the parent's pool"
+    assert queue.get(timeout=5) == [0, 1, 2, 3]
