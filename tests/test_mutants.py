@@ -499,3 +499,18 @@ def test_external_mutants_module_must_list_targets(tmp_path, capsys):
     with pytest.raises(SystemExit):
         mutation.main(["--targets", "tests.targets", "--out", str(tmp_path)])
     assert "TARGETS must list" in capsys.readouterr().err
+
+
+def test_same_as_names_declared_deviations():
+    """A mutant's ``same_as`` names entries of the built-in deviations files that declare exactly its bug
+    (conformance/stacking.py): each id must exist, or stacking would count the absorption as a survivor."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "targets"
+    declared = set()
+    for path in root.glob("*/deviations.json"):
+        doc = json.loads(path.read_text())
+        declared |= {e["id"] for e in (doc["deviations"] if isinstance(doc, dict) else doc)}
+    named = {i for m in catalogue.MUTANTS for i in m.same_as}
+    assert named, "no mutant names the deviation that declares its bug"
+    assert named <= declared, sorted(named - declared)

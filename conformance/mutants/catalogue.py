@@ -173,7 +173,8 @@ MUTANTS: tuple[Mutant, ...] = (
        clauses=("CAME-STATE-3",)),
     _m("vector-no-clip", "1-D path", "update clipping applied on the factored path only", clauses=("CAME-STEP-5",)),
     _m("zero-size-not-skipped", "state shapes and axes",
-       "zero-size parameters go through the step: empty means become NaN statistics", clauses=("CAME-ZERO-1",)),
+       "zero-size parameters go through the step: empty means become NaN statistics", clauses=("CAME-ZERO-1",),
+       same_as=("CP-ZERO-SIZE", "CA-ZERO-SIZE", "DC-ZERO-SIZE", "PO-ZERO-SIZE")),
     _m("compression-uses-unrounded", "options",
        "compression stores exp_avg_sq in float16 but the step uses the unrounded value", clauses=("CAME-OPT-5",)),
     _m("wd-unscaled-lr", "weight decay", "weight decay multiplied by η_t, not by the parameter-scaled η_eff",
@@ -199,7 +200,8 @@ MUTANTS: tuple[Mutant, ...] = (
        clauses=("CAME-ERR-10",)),
     _m("beta1-accepts-above-one", "error contract", "beta1 checked against 1.0000001: slightly above 1 accepted",
        clauses=("CAME-ERR-10",)),
-    _m("eps-zero-allowed", "error contract", "eps elements checked >= 0: zero accepted", clauses=("CAME-ERR-8",)),
+    _m("eps-zero-allowed", "error contract", "eps elements checked >= 0: zero accepted", clauses=("CAME-ERR-8",),
+       same_as=("CP-ERR-EPS", "CA-ERR-EPS", "DC-ERR-UNVALIDATED", "MS-ERR-EPS", "PO-ERR-EPS")),
     _m("message-without-name", "error contract", "error messages say 'value' and do not name the argument",
        clauses=("CAME-ERR-10", "CAME-ERR-12")),
     _m("loss-scale-float-rejected", "error contract", "loss_scale must be an int (as documented): floats rejected",
@@ -208,9 +210,10 @@ MUTANTS: tuple[Mutant, ...] = (
        clauses=("CAME-ERR-3", "CAME-ERRATUM-3")),
     _m("flag-int-accepted", "error contract", "0 and 1 accepted for the bool options", clauses=("CAME-ERR-13",)),
     _m("clip-threshold-unchecked", "error contract", "clip_threshold's sign is never checked",
-       profile="paper", clauses=("CAME-ERR-12",)),
+       profile="paper", clauses=("CAME-ERR-12",), same_as=("CP-ERR-CLIP", "CA-ERR-CLIP", "DC-ERR-UNVALIDATED",
+                                                          "PO-ERR-CLIP")),
     _m("paper-lr-negative-accepted", "error contract", "a negative lr is accepted by the paper constructor",
-       profile="paper", clauses=("CAME-ERR-19",)),
+       profile="paper", clauses=("CAME-ERR-19",), same_as=("DC-ERR-UNVALIDATED",)),
     _m("params-list-only", "error contract", "params must be a list or tuple: a generator of parameters (the "
        "official README's `CAME(model.parameters(), ...)`) is refused", profile="paper", clauses=("CAME-ERR-28",)),
     # --- reductions at scale (the cases: fixtures/data/*_scale_test.json) ---
@@ -241,15 +244,16 @@ MUTANTS: tuple[Mutant, ...] = (
        "Python's max, which returns ε_scale for a NaN RMS", clauses=("CAME-STEP-10", "CAME-NONFINITE-2")),
     # --- atomic step errors (CAME-ERR-A1) and the exhausted sequence (CAME-ERR-S5) ---
     _m("counter-advances-on-error", "atomic step errors", "the step counter is incremented before the gradients "
-       "are checked, so a refused step still counts (MindSpore's order)", clauses=("CAME-ERR-A1", "CAME-STATE-5")),
+       "are checked, so a refused step still counts (MindSpore's order)", clauses=("CAME-ERR-A1", "CAME-STATE-5"),
+       same_as=("MS-STEP-ERRORS-NOT-ATOMIC",)),
     _m("partial-update-before-error", "atomic step errors", "each gradient is checked just before its parameter is "
        "updated: the parameters before a bad gradient are already stepped when it raises",
-       clauses=("CAME-ERR-A1",)),
+       clauses=("CAME-ERR-A1",), same_as=("MS-STEP-ERRORS-NOT-ATOMIC",)),
     _m("lr-sequence-repeats-last", "learning rate", "a learning-rate sequence shorter than the run holds its last "
        "value instead of raising", clauses=("CAME-LR-3", "CAME-ERR-S5")),
     # --- the step's return value ---
     _m("step-returns-tuple", "return value", "the step returns one True per parameter (a tuple), as MindFormers "
-       "1.9.0 does, not Tensor[bool] True", clauses=("CAME-RETURN-1",)),
+       "1.9.0 does, not Tensor[bool] True", clauses=("CAME-RETURN-1",), same_as=("MS-STEP-RETURNS-TUPLE",)),
 )
 
 #: The correct port, in each profile: the false-alarm control.
