@@ -69,7 +69,12 @@ def _max(*bounds):
 
 
 class Algebra:
-    """The operations of the step for one ``Precision``: what rounds where, and how bounds propagate."""
+    """The operations of the step for one ``Precision``: what rounds where, and how bounds propagate.
+
+    The step's elementwise chains run in blocks (``conformance.blockwise``, tolerance.py's chains), so
+    the operations themselves see blocks; only ``read`` and ``mul`` are also called on whole
+    parameters outside a chain (the unfactored v, θ and the RMS's square) and run in blocks there.
+    """
 
     def __init__(self, prec: Precision):
         self.prec = prec
@@ -81,7 +86,6 @@ class Algebra:
         self.u_store = {"state": prec.u("state"), "param": prec.u("param")}
 
     # ---- rounding -------------------------------------------------------------------------------
-    @elementwise
     def _round(self, x, b, r, u=None, eta=None):
         """Add one rounding of the target (unit u, default compute) and one of the float64 reference."""
         u = self.uc if u is None else u
@@ -125,7 +129,6 @@ class Algebra:
         with np.errstate(all="ignore"):  # an infinity is read exactly in every format
             return Q(x, np.where(np.isinf(x), 0.0, u * np.abs(x) * (1 + 2 * u) + eta) if u else 0.0)
 
-    @elementwise
     def gradient(self, x) -> Q:
         """The gradient read into compute precision (CAME-DTYPE-4): exact, or one rounding."""
         if contains(self.prec.compute, self.prec.grad_dtype):
@@ -152,7 +155,6 @@ class Algebra:
         b, r = _product_error(a.x, a.b, c.x, c.b), _product_error(a.x, a.r, c.x, c.r)
         return self._round(x, b, r) if rnd else Q(x, b, r)
 
-    @elementwise
     def add(self, a: Q, c: Q, rnd: bool = True, sign: float = 1.0) -> Q:
         x = a.x + sign * c.x
         b, r = a.b + c.b, a.r + c.r
@@ -161,7 +163,6 @@ class Algebra:
     def sub(self, a: Q, c: Q, rnd: bool = True) -> Q:
         return self.add(a, c, rnd, sign=-1.0)
 
-    @elementwise
     def div(self, a: Q, c: Q, rnd: bool = True) -> Q:
         x = a.x / c.x
         ac = np.abs(c.x)
@@ -169,7 +170,6 @@ class Algebra:
         r = np.where(c.r < ac, (a.r + np.abs(x) * c.r) / np.maximum(ac - c.r, np.finfo(np.float64).tiny), np.inf)
         return self._round(x, b, r) if rnd else Q(x, b, r)
 
-    @elementwise
     def sqrt(self, a: Q, rnd: bool = True) -> Q:
         x = np.sqrt(a.x)
 
@@ -181,7 +181,6 @@ class Algebra:
         b, r = bound(a.b), bound(a.r)
         return self._round(x, b, r) if rnd else Q(x, b, r)
 
-    @elementwise
     def maximum(self, a: Q, c: Q) -> Q:
         return Q(np.maximum(a.x, c.x), np.maximum(a.b, c.b), np.maximum(a.r, c.r))
 
@@ -234,7 +233,6 @@ class Algebra:
         return row_factor[..., :, None], col_factor[..., None, :]
 
     # ---- the EMA of CAME-STEP-3, -3V, -6, -8 ----------------------------------------------------
-    @elementwise
     def ema(self, old: Q, new: Q, beta: Q, one_minus: Q, rnd: bool = True) -> Q:
         """β·old + (1 − β)·new as a multiply-add, as old + (1 − β)(new − old) (``torch.lerp``'s formula
         for weights below 0.5, and the compiled one for every weight), or, for a weight 1 − β ≥ 0.5,

@@ -49,7 +49,6 @@ class Judged:
         return self.target_bound + self.reference_bound
 
 
-@elementwise
 def _finish(alg: Algebra, q: Q, store: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(value, target's bound, reference's bound) of a clause's last operation, before the store.
 
@@ -67,7 +66,6 @@ def _finish(alg: Algebra, q: Q, store: str) -> tuple[np.ndarray, np.ndarray, np.
     return q.x, q.full(b), r
 
 
-@elementwise
 def _condition(value, *terms) -> np.ndarray:
     with np.errstate(all="ignore"):
         total = sum(np.abs(t) for t in terms)
